@@ -1,0 +1,186 @@
+//! The spec's JSON forms: a stored event as every read returns it, and a draft as publishers send it.
+//!
+//! Field names and order follow `PROTOCOL.md` exactly. `data` is written as the raw JSON the
+//! publisher sent (validated at append), never re-encoded.
+
+use serde::ser::{Error as _, SerializeMap, SerializeStruct};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use super::time::format_rfc3339_micros;
+use super::{EventDraft, EventKind, ExpectedVersion, Metadata, Uuid, ValidationError};
+
+/// The spec's JSON shape of a stored event, over borrowed fields. `M` yields metadata pairs.
+pub struct EventJson<'a, M> {
+    pub kind: EventKind,
+    pub id: Uuid,
+    pub event_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub aggregate_version: u64,
+    pub position: u64,
+    pub timestamp_ns: u64,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub metadata: M,
+    pub data: &'a [u8],
+}
+
+struct MetadataJson<M>(M);
+
+impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> Serialize for MetadataJson<M> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.0.clone() {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> Serialize for EventJson<'a, M> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let data: &RawValue = serde_json::from_slice(self.data).map_err(S::Error::custom)?;
+        let mut event = serializer.serialize_struct("Event", 11)?;
+        event.serialize_field("kind", self.kind.as_str())?;
+        event.serialize_field("id", &self.id)?;
+        event.serialize_field("type", self.event_type)?;
+        event.serialize_field("aggregate_id", self.aggregate_id)?;
+        event.serialize_field("aggregate_version", &self.aggregate_version)?;
+        event.serialize_field("position", &self.position)?;
+        event.serialize_field("timestamp", &format_rfc3339_micros(self.timestamp_ns))?;
+        event.serialize_field("correlation_id", &self.correlation_id)?;
+        event.serialize_field("causation_id", &self.causation_id)?;
+        event.serialize_field("metadata", &MetadataJson(self.metadata.clone()))?;
+        event.serialize_field("data", data)?;
+        event.end()
+    }
+}
+
+impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> std::fmt::Display for EventJson<'a, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
+/// A draft as the HTTP API and the bindings receive it (unknown fields are ignored).
+#[derive(Deserialize)]
+pub struct DraftJson<'a> {
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    aggregate_id: Option<String>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    id: Option<String>,
+    #[serde(borrow)]
+    expected_version: Option<&'a RawValue>,
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+    metadata: Option<Metadata>,
+}
+
+impl DraftJson<'_> {
+    /// Turns the parsed JSON into a validated draft; errors name the field.
+    pub fn into_draft(self) -> Result<EventDraft, ValidationError> {
+        let required = |field: &str| ValidationError::new(field, "is required");
+        let data = self.data.ok_or_else(|| required("data"))?;
+        let draft = EventDraft {
+            kind: EventKind::Domain,
+            id: parse_uuid("id", self.id.as_deref())?,
+            event_type: self.event_type.ok_or_else(|| required("type"))?,
+            aggregate_id: self.aggregate_id.ok_or_else(|| required("aggregate_id"))?,
+            expected_version: parse_expected_version(self.expected_version)?,
+            correlation_id: parse_uuid("correlation_id", self.correlation_id.as_deref())?,
+            causation_id: parse_uuid("causation_id", self.causation_id.as_deref())?,
+            metadata: self.metadata.unwrap_or_default(),
+            data: bytes::Bytes::copy_from_slice(data.get().as_bytes()),
+        };
+        draft.validate()?;
+        Ok(draft)
+    }
+}
+
+impl EventDraft {
+    /// Parses one draft from the spec's JSON; a syntax error is reported on the field `body`.
+    pub fn from_json(json: &[u8]) -> Result<EventDraft, ValidationError> {
+        let parsed: DraftJson<'_> =
+            serde_json::from_slice(json).map_err(|error| ValidationError::new("body", error.to_string()))?;
+        parsed.into_draft()
+    }
+}
+
+fn parse_uuid(field: &str, text: Option<&str>) -> Result<Option<Uuid>, ValidationError> {
+    text.map(|text| Uuid::try_parse(text).map_err(|_| ValidationError::new(field, format!("`{text}` is not a UUID"))))
+        .transpose()
+}
+
+fn parse_expected_version(raw: Option<&RawValue>) -> Result<ExpectedVersion, ValidationError> {
+    let Some(raw) = raw else { return Ok(ExpectedVersion::Any) };
+    match serde_json::from_str::<serde_json::Value>(raw.get()) {
+        Ok(serde_json::Value::String(text)) if text == "any" => Ok(ExpectedVersion::Any),
+        Ok(serde_json::Value::Number(number)) => match number.as_u64() {
+            Some(0) => Ok(ExpectedVersion::NoStream),
+            Some(version) => Ok(ExpectedVersion::Exact(version)),
+            None => Err(ValidationError::new("expected_version", "must be a non-negative integer or \"any\"")),
+        },
+        _ => Err(ValidationError::new("expected_version", "must be a non-negative integer or \"any\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Event;
+    use super::*;
+
+    #[test]
+    fn an_event_serializes_exactly_as_the_spec() {
+        let id = Uuid::parse_str("01937a4e-0000-7000-8000-000000000001").unwrap();
+        let mut metadata = Metadata::new();
+        metadata.insert("user_id".into(), "user-456".into());
+        let event = Event {
+            kind: EventKind::Domain,
+            id,
+            event_type: "TaskCreated".into(),
+            aggregate_id: "task-123".into(),
+            aggregate_version: 1,
+            position: 0,
+            timestamp_ns: 1_795_723_200_123_456_000,
+            correlation_id: id,
+            causation_id: None,
+            metadata,
+            data: bytes::Bytes::from_static(br#"{"title": "Implement feature X"}"#),
+        };
+        assert_eq!(
+            event.to_json(),
+            concat!(
+                r#"{"kind":"domain","id":"01937a4e-0000-7000-8000-000000000001","type":"TaskCreated","#,
+                r#""aggregate_id":"task-123","aggregate_version":1,"position":0,"#,
+                r#""timestamp":"2026-11-26T20:00:00.123456Z","#,
+                r#""correlation_id":"01937a4e-0000-7000-8000-000000000001","causation_id":null,"#,
+                r#""metadata":{"user_id":"user-456"},"data":{"title": "Implement feature X"}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn drafts_parse_with_field_errors() {
+        let draft = EventDraft::from_json(
+            br#"{"type":"TaskCreated","aggregate_id":"t1","data":{"a":1},"expected_version":0,"extra":true}"#,
+        )
+        .unwrap();
+        assert_eq!(draft.expected_version, ExpectedVersion::NoStream);
+        assert_eq!(&draft.data[..], br#"{"a":1}"#);
+        let any = EventDraft::from_json(br#"{"type":"T","aggregate_id":"a","data":1,"expected_version":"any"}"#);
+        assert_eq!(any.unwrap().expected_version, ExpectedVersion::Any);
+
+        let field_of = |json: &str| EventDraft::from_json(json.as_bytes()).unwrap_err().field;
+        assert_eq!(field_of(r#"{"aggregate_id":"a","data":1}"#), "type");
+        assert_eq!(field_of(r#"{"type":"T","data":1}"#), "aggregate_id");
+        assert_eq!(field_of(r#"{"type":"T","aggregate_id":"a"}"#), "data");
+        assert_eq!(field_of(r#"{"type":"T","aggregate_id":"a","data":1,"id":"nope"}"#), "id");
+        assert_eq!(field_of(r#"{"type":"T","aggregate_id":"a","data":1,"expected_version":-1}"#), "expected_version");
+        assert_eq!(field_of(r#"{"type":"T","aggregate_id":"a","data":1,"expected_version":"some"}"#), "expected_version");
+        assert_eq!(field_of(r#"{"type":"","aggregate_id":"a","data":1}"#), "type");
+        assert_eq!(field_of(r#"{"type":"#), "body");
+    }
+}

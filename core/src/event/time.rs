@@ -1,0 +1,181 @@
+//! Timestamps: unix nanoseconds inside Herald, RFC 3339 UTC with microseconds on the wire.
+//!
+//! The wire form is always `YYYY-MM-DDTHH:MM:SS.ffffffZ` (27 bytes). Parsing accepts any
+//! RFC 3339 time with an offset (`Z` or `±HH:MM`) and 0–9 fractional digits, and rejects times
+//! before the unix epoch, since Herald's clock starts there.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Nanoseconds since the unix epoch, now. A clock before 1970 reads as 0.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Formats unix nanoseconds as `2026-11-26T20:00:00.123456Z` (truncated to microseconds).
+pub fn format_rfc3339_micros(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let micros = (unix_ns % 1_000_000_000) / 1_000;
+    let days = (secs / 86_400) as i64;
+    let second_of_day = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        second_of_day / 3600,
+        (second_of_day / 60) % 60,
+        second_of_day % 60
+    )
+}
+
+/// Parses an RFC 3339 timestamp into unix nanoseconds.
+pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
+    let bytes = text.as_bytes();
+    let bad = || format!("`{text}` is not an RFC 3339 timestamp");
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' || bytes[16] != b':' {
+        return Err(bad());
+    }
+    if !matches!(bytes[10], b'T' | b't' | b' ') {
+        return Err(bad());
+    }
+    let number = |range: std::ops::Range<usize>| -> Result<i64, String> {
+        let part = text.get(range).ok_or_else(bad)?;
+        if !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        part.parse::<i64>().map_err(|_| bad())
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(bad());
+    }
+    let mut rest = &bytes[19..];
+    let mut nanos: i64 = 0;
+    if let Some((b'.', fraction)) = rest.split_first() {
+        let digits = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        for (i, digit) in fraction[..digits].iter().enumerate() {
+            if i < 9 {
+                nanos = nanos * 10 + i64::from(digit - b'0');
+            }
+        }
+        for _ in digits..9 {
+            nanos *= 10;
+        }
+        rest = &fraction[digits..];
+    }
+    let offset_seconds: i64 = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let field = [*h1, *h2, *m1, *m2];
+            if !field.iter().all(u8::is_ascii_digit) {
+                return Err(bad());
+            }
+            let hours = i64::from(h1 - b'0') * 10 + i64::from(h2 - b'0');
+            let minutes = i64::from(m1 - b'0') * 10 + i64::from(m2 - b'0');
+            let value = hours * 3600 + minutes * 60;
+            if *sign == b'+' {
+                value
+            } else {
+                -value
+            }
+        }
+        _ => return Err(bad()),
+    };
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second.min(59)
+        - offset_seconds;
+    if seconds < 0 {
+        return Err(format!("`{text}` is before 1970-01-01T00:00:00Z"));
+    }
+    u64::try_from(seconds)
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .and_then(|ns| ns.checked_add(nanos as u64))
+        .ok_or_else(bad)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+// Howard Hinnant's days_from_civil / civil_from_days (public-domain algorithms).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_with_microseconds() {
+        assert_eq!(format_rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
+        // 2026-11-26T20:00:00.123456789Z
+        let ns = 1_795_723_200_123_456_789;
+        assert_eq!(format_rfc3339_micros(ns), "2026-11-26T20:00:00.123456Z");
+        assert_eq!(format_rfc3339_micros(951_782_400_000_000_000), "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_offsets() {
+        for ns in [0, 1_795_723_200_123_456_000, 951_782_400_000_000_000, 4_102_444_799_999_999_000] {
+            assert_eq!(parse_rfc3339(&format_rfc3339_micros(ns)), Ok(ns));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-26T21:00:00.5+01:00"),
+            Ok(1_795_723_200_500_000_000)
+        );
+        assert_eq!(parse_rfc3339("2026-11-26T20:00:00Z"), Ok(1_795_723_200_000_000_000));
+    }
+
+    #[test]
+    fn rejects_malformed_times() {
+        for text in [
+            "",
+            "2026-11-26",
+            "2026-13-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-11-26T20:00:00",
+            "2026-11-26T20:00:00.Z",
+            "1969-12-31T23:59:59Z",
+            "2026-11-26T2a:00:00Z",
+            "2026-11-26T20:00:00+0100",
+        ] {
+            assert!(parse_rfc3339(text).is_err(), "{text} should be rejected");
+        }
+    }
+}

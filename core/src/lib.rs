@@ -1,0 +1,11 @@
+//! Herald's engine: one store and one dispatch path for domain, integration and WebSocket events.
+//!
+//! The architecture is "append, then dispatch" (see `DESIGN.md`): every event is first appended
+//! to the [`store`], which assigns its position; only committed events go further.
+//!
+//! - [`event`]: the event envelope, its ids, limits, validation and JSON form.
+//! - [`store`]: the append-only log, its indexes, snapshots, recovery and retention.
+#![deny(unsafe_code)]
+
+pub mod event;
+pub mod store;

@@ -1,0 +1,218 @@
+//! The in-memory indexes (event id, aggregate stream, type) and their rkyv checkpoint.
+//!
+//! - ids: every id ever appended → its position and aggregate version. Ids are never forgotten,
+//!   not even when retention deletes their segment, so idempotency reaches back to the start of
+//!   the log (the cost: about 40 bytes of memory per event ever appended).
+//! - streams: aggregate id → positions of its domain events; a version is an index + 1.
+//! - types: event type → positions, every kind.
+//! - time needs no index: timestamps never decrease along positions, so a binary search over the
+//!   records finds a time (see `Log::position_at_time`).
+//!
+//! The checkpoint file `index.ckpt` is: magic `HERALDIX`, format u32, crc32c u32 of the payload,
+//! payload length u64, 8 zero bytes, then the rkyv archive of [`CheckpointData`]. It is written
+//! to a temporary name, fsynced and renamed, and only ever covers records already fsynced. On
+//! open it is validated (checksum, then rkyv's bytecheck) and then checked against the segments;
+//! anything off and the store rebuilds from the records instead.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use super::record::{read_u32, read_u64};
+use super::segment::{io_error, sync_dir};
+use super::StoreError;
+use crate::event::{EventKind, Uuid};
+
+type Hasher = foldhash::fast::RandomState;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IdEntry {
+    pub position: u64,
+    pub aggregate_version: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Index {
+    pub ids: HashMap<Uuid, IdEntry, Hasher>,
+    pub streams: HashMap<Box<str>, Vec<u64>, Hasher>,
+    pub types: HashMap<Box<str>, Vec<u64>, Hasher>,
+}
+
+impl Index {
+    pub fn stream_version(&self, aggregate_id: &str) -> u64 {
+        self.streams.get(aggregate_id).map_or(0, |positions| positions.len() as u64)
+    }
+
+    /// Adds one record; records are added in position order.
+    pub fn insert(&mut self, id: Uuid, kind: EventKind, event_type: &str, aggregate_id: &str, position: u64, aggregate_version: u64) {
+        self.ids.insert(id, IdEntry { position, aggregate_version });
+        if kind == EventKind::Domain {
+            push(&mut self.streams, aggregate_id, position);
+        }
+        push(&mut self.types, event_type, position);
+    }
+
+    /// Bytes of heap the index uses, roughly (for the benchmark report).
+    pub fn approximate_bytes(&self) -> usize {
+        let ids = self.ids.capacity() * (std::mem::size_of::<(Uuid, IdEntry)>() + 1);
+        let lists = |map: &HashMap<Box<str>, Vec<u64>, Hasher>| -> usize {
+            map.iter().map(|(k, v)| k.len() + 48 + v.capacity() * 8).sum()
+        };
+        ids + lists(&self.streams) + lists(&self.types)
+    }
+}
+
+fn push(map: &mut HashMap<Box<str>, Vec<u64>, Hasher>, key: &str, position: u64) {
+    match map.get_mut(key) {
+        Some(positions) => positions.push(position),
+        None => {
+            map.insert(key.into(), vec![position]);
+        }
+    }
+}
+
+/// One segment as the checkpoint saw it.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct SegmentState {
+    pub first_position: u64,
+    pub written: u64,
+    pub last_timestamp_ns: u64,
+    pub offsets: Vec<u32>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(crate) struct NamedPositions {
+    pub name: String,
+    pub positions: Vec<u64>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(crate) struct IdRow {
+    pub id: [u8; 16],
+    pub position: u64,
+    pub aggregate_version: u64,
+}
+
+/// Everything needed to resume without rescanning the records it covers.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(crate) struct CheckpointData {
+    pub next_position: u64,
+    pub last_timestamp_ns: u64,
+    pub segments: Vec<SegmentState>,
+    pub ids: Vec<IdRow>,
+    pub streams: Vec<NamedPositions>,
+    pub types: Vec<NamedPositions>,
+}
+
+const CHECKPOINT_MAGIC: &[u8; 8] = b"HERALDIX";
+const CHECKPOINT_FORMAT: u32 = 1;
+const CHECKPOINT_HEADER_BYTES: usize = 32;
+pub(crate) const CHECKPOINT_FILE: &str = "index.ckpt";
+
+impl CheckpointData {
+    pub fn capture(index: &Index, next_position: u64, last_timestamp_ns: u64, segments: Vec<SegmentState>) -> Self {
+        let named = |map: &HashMap<Box<str>, Vec<u64>, Hasher>| {
+            map.iter()
+                .map(|(name, positions)| NamedPositions { name: name.to_string(), positions: positions.clone() })
+                .collect()
+        };
+        CheckpointData {
+            next_position,
+            last_timestamp_ns,
+            segments,
+            ids: index
+                .ids
+                .iter()
+                .map(|(id, entry)| IdRow {
+                    id: *id.as_bytes(),
+                    position: entry.position,
+                    aggregate_version: entry.aggregate_version,
+                })
+                .collect(),
+            streams: named(&index.streams),
+            types: named(&index.types),
+        }
+    }
+
+    /// Writes the checkpoint durably (temporary file, fsync, rename, directory fsync).
+    pub fn write(&self, dir: &Path) -> Result<(), StoreError> {
+        let payload = rkyv::to_bytes::<rancor::Error>(self)
+            .map_err(|error| StoreError::Config(format!("cannot encode the index checkpoint: {error}")))?;
+        let mut header = [0u8; CHECKPOINT_HEADER_BYTES];
+        header[0..8].copy_from_slice(CHECKPOINT_MAGIC);
+        header[8..12].copy_from_slice(&CHECKPOINT_FORMAT.to_le_bytes());
+        header[12..16].copy_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        header[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        let temporary = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+        let path = dir.join(CHECKPOINT_FILE);
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(&header)?;
+            file.write_all(&payload)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &path)
+        };
+        write().map_err(io_error(format!("write checkpoint {}", path.display())))?;
+        sync_dir(dir)
+    }
+
+    /// Reads and validates the checkpoint; `Ok(None)` when there is none or it is unusable (the
+    /// reason is returned so the caller can log it), since the records can always rebuild it.
+    pub fn read(dir: &Path) -> Result<Option<(AlignedVec, usize)>, String> {
+        let path = dir.join(CHECKPOINT_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(format!("{}: {error}", path.display())),
+        };
+        if bytes.len() < CHECKPOINT_HEADER_BYTES || &bytes[0..8] != CHECKPOINT_MAGIC {
+            return Err(format!("{}: not a Herald index checkpoint", path.display()));
+        }
+        if read_u32(&bytes, 8) != CHECKPOINT_FORMAT {
+            return Err(format!("{}: unknown checkpoint format", path.display()));
+        }
+        let length = read_u64(&bytes, 16) as usize;
+        let payload = &bytes[CHECKPOINT_HEADER_BYTES..];
+        if payload.len() != length || crc32c::crc32c(payload) != read_u32(&bytes, 12) {
+            return Err(format!("{}: checksum or length mismatch", path.display()));
+        }
+        let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        rkyv::access::<ArchivedCheckpointData, rancor::Error>(&aligned)
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        Ok(Some((aligned, length)))
+    }
+}
+
+/// Accesses a buffer that [`CheckpointData::read`] validated.
+pub(crate) fn archived(bytes: &AlignedVec) -> Result<&ArchivedCheckpointData, String> {
+    rkyv::access::<ArchivedCheckpointData, rancor::Error>(bytes).map_err(|error| error.to_string())
+}
+
+impl Index {
+    /// Rebuilds the maps from an archived checkpoint, without an intermediate deserialization.
+    pub fn from_checkpoint(data: &ArchivedCheckpointData) -> Index {
+        let mut index = Index {
+            ids: HashMap::with_capacity_and_hasher(data.ids.len(), Hasher::default()),
+            streams: HashMap::with_capacity_and_hasher(data.streams.len(), Hasher::default()),
+            types: HashMap::with_capacity_and_hasher(data.types.len(), Hasher::default()),
+        };
+        for row in data.ids.iter() {
+            index.ids.insert(
+                Uuid::from_bytes(row.id),
+                IdEntry { position: row.position.to_native(), aggregate_version: row.aggregate_version.to_native() },
+            );
+        }
+        let fill = |map: &mut HashMap<Box<str>, Vec<u64>, Hasher>, rows: &rkyv::vec::ArchivedVec<ArchivedNamedPositions>| {
+            for row in rows.iter() {
+                map.insert(row.name.as_str().into(), row.positions.iter().map(|p| p.to_native()).collect());
+            }
+        };
+        fill(&mut index.streams, &data.streams);
+        fill(&mut index.types, &data.types);
+        index
+    }
+}

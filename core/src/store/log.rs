@@ -1,0 +1,1029 @@
+//! The log: segments in order, the append path, group commit, recovery, retention, checkpoints.
+//!
+//! Concurrency: one `state` mutex serializes appends (checks, encoding into the map, index
+//! updates); readers never take it for sequential reads. They clone the segment list (`view`)
+//! and read below the `visible` watermark, which the append path (or, with
+//! [`Durability::Always`], the group commit once the fsync returned) raises after the records
+//! are complete. Lock order: `state`, then `view`, then a segment's `offsets`; `commit` is never
+//! held with another lock.
+//!
+//! Data directory: `LOCK` (an exclusive `flock` while open), `segments/` (segment files only),
+//! `index.ckpt` and `snapshots.dat`. Any other entry is refused at open, naming it.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+#[cfg(test)]
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::cursor::{decode_at, locate, Cursor, Source};
+use super::index::{archived, ArchivedCheckpointData, CheckpointData, IdEntry, Index, SegmentState, CHECKPOINT_FILE};
+use super::metrics::Recorder;
+use super::record::{classify, frame_len, write_frame, EventView, Frame, RecordFields};
+use super::segment::{io_error, parse_segment_file_name, sync_dir, Segment, SEGMENT_HEADER_BYTES};
+use super::snapshot::{SnapshotStore, SNAPSHOT_FILE};
+use super::{
+    AppendOutcome, Appended, Durability, EventStore, ReadQuery, ReadSummary, Snapshot, StoreConfig, StoreError,
+    StoreMetrics, StreamSummary,
+};
+use crate::event::time::now_ns;
+use crate::event::{EventDraft, EventKind, Uuid, ValidationError};
+
+const SEGMENTS_DIR: &str = "segments";
+const LOCK_FILE: &str = "LOCK";
+
+/// The event log (see the module docs of [`crate::store`]).
+pub struct Log {
+    shared: Arc<Shared>,
+    maintenance: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    config: StoreConfig,
+    /// The data directory; `None` for the in-memory store.
+    dir: Option<PathBuf>,
+    _lock: Option<File>,
+    state: Mutex<State>,
+    /// The segments, oldest first; replaced (never mutated) on roll and retention.
+    view: RwLock<Arc<Vec<Arc<Segment>>>>,
+    /// Positions below this are complete (and durable under `Always`); readers stop here.
+    visible: AtomicU64,
+    commit: Mutex<CommitState>,
+    commit_done: Condvar,
+    /// Set once by the first failed fsync; the log then refuses writes.
+    failure: OnceLock<String>,
+    snapshots: SnapshotStore,
+    recorder: Recorder,
+    events_since_checkpoint: AtomicU64,
+    stop: Mutex<bool>,
+    stop_signal: Condvar,
+    #[cfg(test)]
+    fail_syncs: AtomicBool,
+}
+
+struct State {
+    index: Index,
+    active: Arc<Segment>,
+    next_position: u64,
+    last_timestamp_ns: u64,
+}
+
+struct CommitState {
+    /// Positions below this are on disk.
+    durable: u64,
+    /// Whether some thread is running an fsync right now.
+    syncing: bool,
+}
+
+/// What [`Log::verify`] walked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub segments: usize,
+    pub records: u64,
+    pub bytes: u64,
+    pub first_position: u64,
+    pub next_position: u64,
+}
+
+/// The result of recovering the segment files.
+struct Recovered {
+    index: Index,
+    segments: Vec<Arc<Segment>>,
+    next_position: u64,
+    last_timestamp_ns: u64,
+}
+
+enum RecoverError {
+    /// The checkpoint disagrees with the segments: recover again without it.
+    CheckpointMismatch(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for RecoverError {
+    fn from(error: StoreError) -> Self {
+        RecoverError::Store(error)
+    }
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, recovering it: a torn tail is truncated, a damaged or
+    /// foreign file is an error naming it.
+    pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Log, StoreError> {
+        config.check()?;
+        let dir = dir.as_ref().to_path_buf();
+        let segments_dir = dir.join(SEGMENTS_DIR);
+        std::fs::create_dir_all(&segments_dir).map_err(io_error(format!("create {}", segments_dir.display())))?;
+        let lock = lock_directory(&dir)?;
+        let files = list_segment_files(&dir, &segments_dir)?;
+
+        let checkpoint = match CheckpointData::read(&dir) {
+            Ok(checkpoint) => checkpoint,
+            Err(reason) => {
+                eprintln!("herald: ignoring the index checkpoint: {reason}");
+                None
+            }
+        };
+        let recovered = match checkpoint.as_ref().map(|(bytes, _)| archived(bytes)) {
+            Some(Ok(data)) => match recover(&config, &segments_dir, &files, Some(data)) {
+                Ok(recovered) => recovered,
+                Err(RecoverError::CheckpointMismatch(reason)) => {
+                    eprintln!("herald: rebuilding the index from the records: {reason}");
+                    recover_without_checkpoint(&config, &segments_dir, &files)?
+                }
+                Err(RecoverError::Store(error)) => return Err(error),
+            },
+            Some(Err(reason)) => {
+                eprintln!("herald: rebuilding the index from the records: {reason}");
+                recover_without_checkpoint(&config, &segments_dir, &files)?
+            }
+            None => recover_without_checkpoint(&config, &segments_dir, &files)?,
+        };
+        let (snapshots, snapshot_count) = SnapshotStore::open(&dir)?;
+        let log = Log::assemble(config, Some(dir), Some(lock), recovered, snapshots, snapshot_count);
+        Ok(log)
+    }
+
+    /// A log in memory only (the testing preset): same code, anonymous maps, no files, no fsync.
+    /// Its durability setting is ignored.
+    pub fn in_memory(config: StoreConfig) -> Result<Log, StoreError> {
+        config.check()?;
+        let config = StoreConfig { durability: Durability::Never, ..config };
+        let segment = Arc::new(Segment::anonymous(0, config.segment_bytes)?);
+        let recovered = Recovered { index: Index::default(), segments: vec![segment], next_position: 0, last_timestamp_ns: 0 };
+        Ok(Log::assemble(config, None, None, recovered, SnapshotStore::in_memory(), 0))
+    }
+
+    fn assemble(
+        config: StoreConfig,
+        dir: Option<PathBuf>,
+        lock: Option<File>,
+        recovered: Recovered,
+        snapshots: SnapshotStore,
+        snapshot_count: u64,
+    ) -> Log {
+        let Recovered { index, segments, next_position, last_timestamp_ns } = recovered;
+        let active = Arc::clone(segments.last().unwrap_or_else(|| unreachable!("recovery yields a segment")));
+        let recorder = Recorder::new();
+        recorder.snapshots.store(snapshot_count, Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            dir,
+            _lock: lock,
+            state: Mutex::new(State { index, active, next_position, last_timestamp_ns }),
+            view: RwLock::new(Arc::new(segments)),
+            visible: AtomicU64::new(next_position),
+            commit: Mutex::new(CommitState { durable: next_position, syncing: false }),
+            commit_done: Condvar::new(),
+            failure: OnceLock::new(),
+            snapshots,
+            recorder,
+            events_since_checkpoint: AtomicU64::new(0),
+            stop: Mutex::new(false),
+            stop_signal: Condvar::new(),
+            #[cfg(test)]
+            fail_syncs: AtomicBool::new(false),
+            config,
+        });
+        let maintenance = shared.dir.is_some().then(|| {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("herald-store".into())
+                .spawn(move || shared.maintain())
+                .unwrap_or_else(|error| panic!("cannot start the store maintenance thread: {error}"))
+        });
+        Log { shared, maintenance }
+    }
+
+    /// A cursor over the log per `query` (see [`Cursor`]).
+    pub fn cursor(&self, query: &ReadQuery) -> Result<Cursor, StoreError> {
+        let shared = &self.shared;
+        let segments = Arc::clone(&shared.view.read());
+        let end = shared.visible.load(Ordering::Acquire);
+        let first = segments[0].first_position;
+        if query.from_position < first {
+            return Err(StoreError::BeforeRetention { requested: query.from_position, first_position: first });
+        }
+        let mut from = query.from_position;
+        if let Some(since) = query.since_ns {
+            from = from.max(position_at_time(&segments, end, since));
+        }
+        let source = match &query.event_type {
+            Some(event_type) => {
+                let state = shared.state.lock();
+                let positions = state.index.types.get(event_type.as_str()).map_or(&[][..], Vec::as_slice);
+                let start = positions.partition_point(|&p| p < from);
+                let stop = positions.partition_point(|&p| p < end);
+                let take = (stop.saturating_sub(start)).min(query.limit);
+                Source::Positions { positions: positions[start..start + take].to_vec(), next: 0 }
+            }
+            None => {
+                let (segment, offset) = if from < end { locate(&segments, from)? } else { (segments.len() - 1, 0) };
+                Source::Sequential { next: from, segment, offset }
+            }
+        };
+        Ok(Cursor {
+            segments,
+            end,
+            source,
+            kind: query.kind,
+            event_type: query.event_type.clone(),
+            remaining: query.limit,
+            next_position: from,
+            failed: false,
+        })
+    }
+
+    /// A cursor over one aggregate from `from_version` (1-based), and the stream's version.
+    pub fn stream_cursor(&self, aggregate_id: &str, from_version: u64, limit: usize) -> Result<(Cursor, u64), StoreError> {
+        let shared = &self.shared;
+        let segments = Arc::clone(&shared.view.read());
+        let end = shared.visible.load(Ordering::Acquire);
+        let (positions, version) = {
+            let state = shared.state.lock();
+            let all = state.index.streams.get(aggregate_id).map_or(&[][..], Vec::as_slice);
+            let visible = all.partition_point(|&p| p < end);
+            let start = (from_version.max(1) - 1).min(visible as u64) as usize;
+            let stop = visible.min(start.saturating_add(limit));
+            (all[start..stop].to_vec(), visible as u64)
+        };
+        let first = segments[0].first_position;
+        if let Some(&oldest) = positions.first() {
+            if oldest < first {
+                return Err(StoreError::BeforeRetention { requested: oldest, first_position: first });
+            }
+        }
+        let cursor = Cursor {
+            segments,
+            end,
+            source: Source::Positions { positions, next: 0 },
+            kind: None,
+            event_type: None,
+            remaining: limit,
+            next_position: 0,
+            failed: false,
+        };
+        Ok((cursor, version))
+    }
+
+    /// Walks every record of every segment, checking checksums, positions and the indexes.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let segments = Arc::clone(&self.shared.view.read());
+        let state = self.shared.state.lock();
+        let mut report = VerifyReport {
+            segments: segments.len(),
+            records: 0,
+            bytes: 0,
+            first_position: segments[0].first_position,
+            next_position: state.next_position,
+        };
+        let mut position = segments[0].first_position;
+        for segment in segments.iter() {
+            let written = segment.written.load(Ordering::Acquire);
+            let mut offset = SEGMENT_HEADER_BYTES;
+            while offset < written {
+                let view = decode_at(segment, offset, written, position)?;
+                let index_error = |what: &str| StoreError::Corruption {
+                    file: PathBuf::from(CHECKPOINT_FILE),
+                    offset: 0,
+                    position: Some(position),
+                    reason: format!("the {what} index disagrees with the record"),
+                };
+                if state.index.ids.get(&view.id).map(|e| e.position) != Some(position) {
+                    return Err(index_error("id"));
+                }
+                if view.kind == EventKind::Domain {
+                    let stream = state.index.streams.get(view.aggregate_id);
+                    let at = (view.aggregate_version as usize).checked_sub(1);
+                    if at.and_then(|at| stream.and_then(|s| s.get(at))) != Some(&position) {
+                        return Err(index_error("stream"));
+                    }
+                }
+                offset += view.frame_len;
+                position += 1;
+                report.records += 1;
+            }
+            report.bytes += written as u64;
+        }
+        if position != state.next_position {
+            return Err(StoreError::Corruption {
+                file: PathBuf::from(SEGMENTS_DIR),
+                offset: 0,
+                position: Some(position),
+                reason: format!("records end at position {position}, the log expects {}", state.next_position),
+            });
+        }
+        Ok(report)
+    }
+
+    /// Writes the index checkpoint now (after making what it covers durable).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.shared.checkpoint()
+    }
+
+    /// Syncs, checkpoints and closes, reporting what `drop` would only log.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.stop_maintenance();
+        self.shared.close()
+    }
+
+    /// Heap bytes the indexes use, roughly.
+    pub fn index_bytes(&self) -> usize {
+        let state = self.shared.state.lock();
+        let offsets: usize = self.shared.view.read().iter().map(|s| s.offsets.read().capacity() * 4).sum();
+        state.index.approximate_bytes() + offsets
+    }
+
+    fn stop_maintenance(&mut self) {
+        if let Some(handle) = self.maintenance.take() {
+            *self.shared.stop.lock() = true;
+            self.shared.stop_signal.notify_all();
+            let _ = handle.join();
+        }
+    }
+
+    #[cfg(test)]
+    fn fail_next_syncs(&self) {
+        self.shared.fail_syncs.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.stop_maintenance();
+        if let Err(error) = self.shared.close() {
+            eprintln!("herald: closing the log: {error}");
+        }
+    }
+}
+
+impl Shared {
+    #[allow(unsafe_code)] // one call to `Segment::writable`, justified below
+    fn append(&self, drafts: &[EventDraft]) -> Result<AppendOutcome, StoreError> {
+        let started = Instant::now();
+        if drafts.is_empty() {
+            return Err(ValidationError::new("events", "at least one event is required").into());
+        }
+        let mut batch_bytes = 0usize;
+        for draft in drafts {
+            draft.validate()?;
+            if draft.kind != EventKind::Domain && draft.expected_version != super::super::event::ExpectedVersion::Any {
+                return Err(ValidationError::new("expected_version", "applies to domain events only").into());
+            }
+            batch_bytes += frame_len(draft);
+        }
+        let ids: Vec<Uuid> = drafts.iter().map(|d| d.id.unwrap_or_else(Uuid::now_v7)).collect();
+
+        let mut state = self.state.lock();
+        if let Some(cause) = self.failure.get() {
+            return Err(StoreError::ReadOnly { cause: cause.clone() });
+        }
+        if let Some(original) = self.stored_already(&state, drafts, &ids)? {
+            drop(state);
+            self.recorder.record_append(started.elapsed());
+            return Ok(AppendOutcome::AlreadyAppended(original));
+        }
+        let versions = assign_versions(&state.index, drafts)?;
+        let segment = self.room_for(&mut state, batch_bytes)?;
+
+        let timestamp_ns = now_ns().max(state.last_timestamp_ns);
+        let first_position = state.next_position;
+        let start = segment.written.load(Ordering::Relaxed);
+        // SAFETY: we hold the append lock, so we are the only writer; the range starts at
+        // `written`, below which readers stay, and `room_for` made sure it fits.
+        let region = unsafe { segment.writable(start, start + batch_bytes) };
+        let mut results = Vec::with_capacity(drafts.len());
+        {
+            let mut offsets = segment.offsets.write();
+            let mut at = 0usize;
+            for (i, draft) in drafts.iter().enumerate() {
+                let length = frame_len(draft);
+                let fields = RecordFields {
+                    draft,
+                    id: ids[i],
+                    position: first_position + i as u64,
+                    timestamp_ns,
+                    aggregate_version: versions[i],
+                    batch_remaining: (drafts.len() - 1 - i) as u32,
+                };
+                write_frame(&mut region[at..at + length], &fields);
+                offsets.push((start + at) as u32);
+                at += length;
+                state.index.insert(ids[i], draft.kind, &draft.event_type, &draft.aggregate_id, fields.position, versions[i]);
+                results.push(Appended { id: ids[i], position: fields.position, aggregate_version: versions[i] });
+            }
+        }
+        segment.written.store(start + batch_bytes, Ordering::Release);
+        segment.last_timestamp_ns.store(timestamp_ns, Ordering::Relaxed);
+        state.next_position += drafts.len() as u64;
+        state.last_timestamp_ns = timestamp_ns;
+        let end = state.next_position;
+        if self.config.durability != Durability::Always {
+            self.visible.store(end, Ordering::Release);
+        }
+        drop(state);
+
+        if self.config.durability == Durability::Always {
+            self.wait_durable(end)?;
+        }
+        self.events_since_checkpoint.fetch_add(drafts.len() as u64, Ordering::Relaxed);
+        self.recorder.record_append(started.elapsed());
+        Ok(AppendOutcome::Appended(results))
+    }
+
+    /// `Some(original results)` when every id is stored with the same type and aggregate; an
+    /// error when only some are, or differently, or an id repeats inside the batch.
+    fn stored_already(&self, state: &State, drafts: &[EventDraft], ids: &[Uuid]) -> Result<Option<Vec<Appended>>, StoreError> {
+        let mut original = Vec::new();
+        let mut conflicting = Vec::new();
+        for (draft, id) in drafts.iter().zip(ids) {
+            if let Some(entry) = state.index.ids.get(id) {
+                if self.same_event(entry, draft) {
+                    original.push(Appended { id: *id, position: entry.position, aggregate_version: entry.aggregate_version });
+                } else {
+                    conflicting.push(*id);
+                }
+            }
+        }
+        if drafts.len() > 1 {
+            let mut seen = HashSet::with_capacity(ids.len());
+            conflicting.extend(ids.iter().filter(|id| !seen.insert(**id)));
+        }
+        match (original.len(), conflicting.is_empty()) {
+            (0, true) => Ok(None),
+            (found, true) if found == drafts.len() => Ok(Some(original)),
+            _ => {
+                let mut ids: Vec<Uuid> = conflicting.into_iter().chain(original.iter().map(|a| a.id)).collect();
+                ids.sort();
+                ids.dedup();
+                Err(StoreError::DuplicateId { ids })
+            }
+        }
+    }
+
+    /// Whether the stored record at `entry` has the draft's type and aggregate. A record that
+    /// retention deleted cannot be compared and counts as the same (its id matched).
+    fn same_event(&self, entry: &IdEntry, draft: &EventDraft) -> bool {
+        let segments = Arc::clone(&self.view.read());
+        let Ok((segment, offset)) = locate(&segments, entry.position) else { return true };
+        let segment = &segments[segment];
+        match decode_at(segment, offset, segment.written.load(Ordering::Acquire), entry.position) {
+            Ok(view) => view.event_type == draft.event_type && view.aggregate_id == draft.aggregate_id && view.kind == draft.kind,
+            Err(_) => false,
+        }
+    }
+
+    /// The active segment if `bytes` fit in it; otherwise a new segment (applying retention).
+    fn room_for(&self, state: &mut State, bytes: usize) -> Result<Arc<Segment>, StoreError> {
+        let active = &state.active;
+        if active.written.load(Ordering::Relaxed) + bytes <= active.capacity() {
+            return Ok(Arc::clone(active));
+        }
+        let limit = self.config.segment_bytes - SEGMENT_HEADER_BYTES;
+        if bytes > limit {
+            return Err(StoreError::TooLarge { bytes, limit });
+        }
+        let segment = Arc::new(match &self.dir {
+            Some(dir) => Segment::create(&dir.join(SEGMENTS_DIR), state.next_position, self.config.segment_bytes)?,
+            None => Segment::anonymous(state.next_position, self.config.segment_bytes)?,
+        });
+        let mut view = self.view.write();
+        let mut segments = Vec::clone(&view);
+        segments.push(Arc::clone(&segment));
+        self.apply_retention(&mut segments);
+        *view = Arc::new(segments);
+        state.active = Arc::clone(&segment);
+        Ok(segment)
+    }
+
+    /// Drops the oldest sealed segments the retention policy no longer keeps.
+    fn apply_retention(&self, segments: &mut Vec<Arc<Segment>>) {
+        let retention = self.config.retention;
+        let now = now_ns();
+        let mut removed = false;
+        while segments.len() > 1 {
+            let total: u64 = segments.iter().map(|s| s.capacity() as u64).sum();
+            let too_big = retention.max_bytes.is_some_and(|max| total > max);
+            let age_ns = |age: Duration| u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
+            let too_old = retention
+                .max_age
+                .is_some_and(|age| segments[0].last_timestamp_ns.load(Ordering::Relaxed).saturating_add(age_ns(age)) < now);
+            if !too_big && !too_old {
+                break;
+            }
+            let oldest = segments.remove(0);
+            if let Some(path) = &oldest.path {
+                if let Err(error) = std::fs::remove_file(path) {
+                    eprintln!("herald: retention could not delete {}: {error}", path.display());
+                }
+            }
+            removed = true;
+        }
+        if removed {
+            if let Some(dir) = &self.dir {
+                if let Err(error) = sync_dir(&dir.join(SEGMENTS_DIR)) {
+                    eprintln!("herald: {error}");
+                }
+            }
+        }
+    }
+
+    /// Blocks until positions below `end` are durable, running the fsync itself when none is in
+    /// flight (group commit: one fsync covers every append written before it started).
+    fn wait_durable(&self, end: u64) -> Result<(), StoreError> {
+        let mut commit = self.commit.lock();
+        loop {
+            if commit.durable >= end {
+                return Ok(());
+            }
+            if let Some(cause) = self.failure.get() {
+                return Err(StoreError::ReadOnly { cause: cause.clone() });
+            }
+            if commit.syncing {
+                self.commit_done.wait(&mut commit);
+                continue;
+            }
+            commit.syncing = true;
+            drop(commit);
+            let result = self.flush();
+            commit = self.commit.lock();
+            commit.syncing = false;
+            match result {
+                Ok(durable) => {
+                    commit.durable = commit.durable.max(durable);
+                    self.visible.fetch_max(durable, Ordering::AcqRel);
+                }
+                Err(error) => {
+                    let _ = self.failure.set(error.to_string());
+                }
+            }
+            self.commit_done.notify_all();
+        }
+    }
+
+    /// Fsyncs every written, unsynced range; returns the position everything below is durable.
+    fn flush(&self) -> Result<u64, StoreError> {
+        let (target, pending) = {
+            let state = self.state.lock();
+            let segments = Arc::clone(&self.view.read());
+            let pending: Vec<(Arc<Segment>, usize)> = segments
+                .iter()
+                .map(|s| (Arc::clone(s), s.written.load(Ordering::Acquire)))
+                .filter(|(s, written)| s.synced.load(Ordering::Acquire) < *written)
+                .collect();
+            (state.next_position, pending)
+        };
+        if pending.is_empty() || self.dir.is_none() {
+            return Ok(target);
+        }
+        let started = Instant::now();
+        #[cfg(test)]
+        if self.fail_syncs.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                context: "fsync segment (injected failure)".into(),
+                source: std::io::Error::other("injected"),
+            });
+        }
+        for (segment, written) in pending {
+            segment.sync_to(written)?;
+        }
+        self.recorder.record_fsync(started.elapsed());
+        Ok(target)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        let end = self.state.lock().next_position;
+        self.wait_durable(end)
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let data = {
+            let state = self.state.lock();
+            let segments = Arc::clone(&self.view.read());
+            let states = segments
+                .iter()
+                .map(|s| SegmentState {
+                    first_position: s.first_position,
+                    written: s.written.load(Ordering::Acquire) as u64,
+                    last_timestamp_ns: s.last_timestamp_ns.load(Ordering::Relaxed),
+                    offsets: s.offsets.read().clone(),
+                })
+                .collect();
+            CheckpointData::capture(&state.index, state.next_position, state.last_timestamp_ns, states)
+        };
+        // The checkpoint may only cover records already on disk.
+        self.wait_durable(data.next_position)?;
+        data.write(dir)?;
+        self.events_since_checkpoint.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        if self.dir.is_none() || self.failure.get().is_some() {
+            return Ok(());
+        }
+        if self.events_since_checkpoint.load(Ordering::Relaxed) > 0 || !self.dir.as_ref().is_some_and(|d| d.join(CHECKPOINT_FILE).exists()) {
+            self.checkpoint()
+        } else {
+            self.sync()
+        }
+    }
+
+    /// The background thread: interval fsync, retention by age, periodic checkpoints.
+    fn maintain(&self) {
+        let tick = match self.config.durability {
+            Durability::Interval(interval) => interval,
+            _ => Duration::from_secs(1),
+        };
+        loop {
+            {
+                let mut stop = self.stop.lock();
+                if *stop {
+                    return;
+                }
+                self.stop_signal.wait_for(&mut stop, tick);
+                if *stop {
+                    return;
+                }
+            }
+            if self.failure.get().is_some() {
+                continue;
+            }
+            if matches!(self.config.durability, Durability::Interval(_)) {
+                if let Err(error) = self.sync() {
+                    eprintln!("herald: {error}");
+                }
+            }
+            if self.config.retention.max_age.is_some() {
+                let _state = self.state.lock();
+                let mut view = self.view.write();
+                let mut segments = Vec::clone(&view);
+                self.apply_retention(&mut segments);
+                *view = Arc::new(segments);
+            }
+            if self.events_since_checkpoint.load(Ordering::Relaxed) >= self.config.checkpoint_every_events {
+                if let Err(error) = self.checkpoint() {
+                    eprintln!("herald: index checkpoint: {error}");
+                }
+            }
+        }
+    }
+}
+
+fn assign_versions(index: &Index, drafts: &[EventDraft]) -> Result<Vec<u64>, StoreError> {
+    let mut in_batch: HashMap<&str, u64> = HashMap::new();
+    let mut versions = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        if draft.kind != EventKind::Domain {
+            versions.push(0);
+            continue;
+        }
+        let aggregate = draft.aggregate_id.as_str();
+        let current = in_batch.get(aggregate).copied().unwrap_or_else(|| index.stream_version(aggregate));
+        if !draft.expected_version.allows(current) {
+            return Err(StoreError::VersionConflict {
+                aggregate_id: draft.aggregate_id.clone(),
+                expected: draft.expected_version,
+                current,
+            });
+        }
+        versions.push(current + 1);
+        if drafts.len() > 1 {
+            in_batch.insert(aggregate, current + 1);
+        }
+    }
+    Ok(versions)
+}
+
+/// The first position at or after `since_ns` (or `end`): timestamps never decrease along
+/// positions, so a binary search over segments, then over one segment's records, finds it.
+fn position_at_time(segments: &[Arc<Segment>], end: u64, since_ns: u64) -> u64 {
+    let timestamp_at = |segment: &Segment, offset: u32| -> u64 {
+        let bytes = segment.bytes(offset as usize, offset as usize + 24);
+        super::record::read_u64(bytes, 16)
+    };
+    for segment in segments {
+        let offsets = segment.offsets.read();
+        let visible = (end.saturating_sub(segment.first_position) as usize).min(offsets.len());
+        let offsets = &offsets[..visible];
+        if offsets.last().is_none_or(|&last| timestamp_at(segment, last) < since_ns) {
+            continue;
+        }
+        let index = offsets.partition_point(|&offset| timestamp_at(segment, offset) < since_ns);
+        return segment.first_position + index as u64;
+    }
+    end
+}
+
+fn lock_directory(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(format!("open {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path: dir.to_path_buf() }),
+        Err(std::fs::TryLockError::Error(error)) => Err(io_error(format!("lock {}", path.display()))(error)),
+    }
+}
+
+/// The segment files in position order; refuses anything else in the directory, and removes
+/// the temporary files a crash can leave (never-renamed segments, unfinished checkpoints).
+fn list_segment_files(dir: &Path, segments_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let read = |path: &Path| -> Result<Vec<(String, PathBuf)>, StoreError> {
+        let entries = std::fs::read_dir(path).map_err(io_error(format!("list {}", path.display())))?;
+        entries
+            .map(|entry| {
+                let entry = entry.map_err(io_error(format!("list {}", path.display())))?;
+                Ok((entry.file_name().to_string_lossy().into_owned(), entry.path()))
+            })
+            .collect()
+    };
+    for (name, path) in read(dir)? {
+        match name.as_str() {
+            LOCK_FILE | SEGMENTS_DIR | CHECKPOINT_FILE | SNAPSHOT_FILE => {}
+            _ if name == format!("{CHECKPOINT_FILE}.tmp") => {
+                std::fs::remove_file(&path).map_err(io_error(format!("remove {}", path.display())))?;
+            }
+            _ => return Err(StoreError::ForeignFile { path, reason: "not a file Herald writes".into() }),
+        }
+    }
+    let mut files = Vec::new();
+    for (name, path) in read(segments_dir)? {
+        if let Some(first) = parse_segment_file_name(&name) {
+            files.push((first, path));
+        } else if name.strip_suffix(".tmp").and_then(parse_segment_file_name).is_some() {
+            std::fs::remove_file(&path).map_err(io_error(format!("remove {}", path.display())))?;
+        } else {
+            return Err(StoreError::ForeignFile { path, reason: "not a segment file (<20 digits>.seg)".into() });
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn recover_without_checkpoint(config: &StoreConfig, segments_dir: &Path, files: &[(u64, PathBuf)]) -> Result<Recovered, StoreError> {
+    match recover(config, segments_dir, files, None) {
+        Ok(recovered) => Ok(recovered),
+        Err(RecoverError::Store(error)) => Err(error),
+        Err(RecoverError::CheckpointMismatch(reason)) => unreachable!("no checkpoint, yet a mismatch: {reason}"),
+    }
+}
+
+/// Opens every segment, takes what the checkpoint covers, and scans the rest.
+fn recover(
+    config: &StoreConfig,
+    segments_dir: &Path,
+    files: &[(u64, PathBuf)],
+    checkpoint: Option<&ArchivedCheckpointData>,
+) -> Result<Recovered, RecoverError> {
+    let mut index = checkpoint.map(Index::from_checkpoint).unwrap_or_default();
+    let covered: HashMap<u64, usize> = checkpoint
+        .map(|c| c.segments.iter().enumerate().map(|(i, s)| (s.first_position.to_native(), i)).collect())
+        .unwrap_or_default();
+    if files.is_empty() {
+        if checkpoint.is_some_and(|c| c.next_position.to_native() > 0) {
+            return Err(StoreError::Corruption {
+                file: segments_dir.to_path_buf(),
+                offset: 0,
+                position: None,
+                reason: "the index checkpoint covers events but no segment file exists".into(),
+            }
+            .into());
+        }
+        let segment = Segment::create(segments_dir, 0, config.segment_bytes)?;
+        return Ok(Recovered { index, segments: vec![Arc::new(segment)], next_position: 0, last_timestamp_ns: 0 });
+    }
+    let mut segments = Vec::with_capacity(files.len());
+    let mut next_position = files[0].0;
+    let mut last_timestamp_ns = 0;
+    for (i, (first, path)) in files.iter().enumerate() {
+        let is_last = i + 1 == files.len();
+        if *first != next_position {
+            return Err(StoreError::Corruption {
+                file: path.clone(),
+                offset: 0,
+                position: Some(next_position),
+                reason: format!("segment starts at position {first}, the previous one ends at {next_position}"),
+            }
+            .into());
+        }
+        let segment = Segment::open(path, *first, is_last)?;
+        let mut scan_from = SEGMENT_HEADER_BYTES;
+        if let Some(&at) = covered.get(first) {
+            let state = &checkpoint.unwrap_or_else(|| unreachable!()).segments[at];
+            let offsets: Vec<u32> = state.offsets.iter().map(|o| o.to_native()).collect();
+            let written = state.written.to_native() as usize;
+            if let Some(&last) = offsets.last() {
+                let position = first + offsets.len() as u64 - 1;
+                let valid = written <= segment.capacity()
+                    && decode_at(&segment, last as usize, written, position).is_ok_and(|v| last as usize + v.frame_len == written);
+                if !valid {
+                    return Err(RecoverError::CheckpointMismatch(format!(
+                        "{} does not hold the records the checkpoint lists",
+                        path.display()
+                    )));
+                }
+            }
+            segment.written.store(written, Ordering::Relaxed);
+            segment.synced.store(written, Ordering::Relaxed);
+            segment.last_timestamp_ns.store(state.last_timestamp_ns.to_native(), Ordering::Relaxed);
+            last_timestamp_ns = state.last_timestamp_ns.to_native();
+            next_position = first + offsets.len() as u64;
+            *segment.offsets.write() = offsets;
+            scan_from = written;
+        } else if checkpoint.is_some_and(|c| *first < c.next_position.to_native()) {
+            return Err(RecoverError::CheckpointMismatch(format!("{} is missing from the checkpoint", path.display())));
+        }
+        let scanned = scan(&segment, scan_from, next_position, is_last, &mut index)?;
+        if scanned.count > 0 {
+            last_timestamp_ns = scanned.last_timestamp_ns;
+        }
+        next_position += scanned.count;
+        segments.push(Arc::new(segment));
+    }
+    if let Some(checkpoint) = checkpoint {
+        if checkpoint.next_position.to_native() > next_position {
+            return Err(RecoverError::CheckpointMismatch("the checkpoint covers more events than the log holds".into()));
+        }
+    }
+    Ok(Recovered { index, segments, next_position, last_timestamp_ns })
+}
+
+struct Scanned {
+    count: u64,
+    last_timestamp_ns: u64,
+}
+
+/// Scans records from `offset`, adding them to the index. In the last segment, an incomplete
+/// record or an unfinished batch at the end is a torn tail: it is cut off and zeroed. Anywhere
+/// else, and for any complete record that fails its checksum, the scan reports corruption.
+fn scan(segment: &Segment, mut offset: usize, first_position: u64, is_last: bool, index: &mut Index) -> Result<Scanned, StoreError> {
+    let capacity = segment.capacity();
+    let file = || segment.path.clone().unwrap_or_default();
+    let mut position = first_position;
+    let mut committed_end = offset;
+    let mut pending: Vec<(usize, EventView<'_>)> = Vec::new();
+    let mut scanned = Scanned { count: 0, last_timestamp_ns: 0 };
+    let mut offsets = segment.offsets.write();
+    let torn = loop {
+        let region = segment.bytes(offset, capacity);
+        match classify(region) {
+            Frame::End => break !pending.is_empty(),
+            Frame::Incomplete => break true,
+            Frame::Complete(length) => {
+                let view = EventView::decode(&region[..length]).map_err(|error| StoreError::Corruption {
+                    file: file(),
+                    offset: offset as u64,
+                    position: Some(position),
+                    reason: error.to_string(),
+                })?;
+                if view.position != position {
+                    return Err(StoreError::Corruption {
+                        file: file(),
+                        offset: offset as u64,
+                        position: Some(position),
+                        reason: format!("record holds position {}, expected {position}", view.position),
+                    });
+                }
+                let batch_done = view.batch_remaining == 0;
+                pending.push((offset, view));
+                offset += length;
+                position += 1;
+                if batch_done {
+                    for (at, view) in pending.drain(..) {
+                        offsets.push(at as u32);
+                        index.insert(view.id, view.kind, view.event_type, view.aggregate_id, view.position, view.aggregate_version);
+                        scanned.count += 1;
+                        scanned.last_timestamp_ns = view.timestamp_ns;
+                    }
+                    committed_end = offset;
+                }
+            }
+        }
+    };
+    if torn && !is_last {
+        return Err(StoreError::Corruption {
+            file: file(),
+            offset: committed_end as u64,
+            position: Some(first_position + scanned.count),
+            reason: "incomplete record in a sealed segment".into(),
+        });
+    }
+    drop(pending);
+    if is_last {
+        zero_tail(segment, committed_end)?;
+    }
+    segment.written.store(committed_end, Ordering::Relaxed);
+    segment.synced.store(committed_end, Ordering::Relaxed);
+    if scanned.count > 0 {
+        segment.last_timestamp_ns.store(scanned.last_timestamp_ns, Ordering::Relaxed);
+    }
+    Ok(scanned)
+}
+
+/// Zeroes whatever a torn write left after `end`, so the next append starts on clean bytes.
+#[allow(unsafe_code)] // one call to `Segment::writable`, justified below
+fn zero_tail(segment: &Segment, end: usize) -> Result<(), StoreError> {
+    let capacity = segment.capacity();
+    let tail = segment.bytes(end, capacity);
+    let Some(last_dirty) = tail.iter().rposition(|&b| b != 0) else { return Ok(()) };
+    // SAFETY: recovery runs before the log is shared; nobody else reads or writes this segment,
+    // and `written` is still at most `end` (it is set after this call).
+    unsafe { segment.writable(end, end + last_dirty + 1) }.fill(0);
+    segment.synced.store(end, Ordering::Relaxed);
+    segment.sync_to(end + last_dirty + 1)
+}
+
+impl EventStore for Log {
+    fn append(&self, drafts: &[EventDraft]) -> Result<AppendOutcome, StoreError> {
+        self.shared.append(drafts)
+    }
+
+    fn read(&self, query: &ReadQuery, visit: &mut dyn FnMut(EventView<'_>) -> ControlFlow<()>) -> Result<ReadSummary, StoreError> {
+        let mut cursor = self.cursor(query)?;
+        let mut count = 0;
+        while let Some(view) = cursor.next() {
+            count += 1;
+            if visit(view?).is_break() {
+                break;
+            }
+        }
+        Ok(ReadSummary { count, next_position: cursor.next_position() })
+    }
+
+    fn read_stream(
+        &self,
+        aggregate_id: &str,
+        from_version: u64,
+        limit: usize,
+        visit: &mut dyn FnMut(EventView<'_>) -> ControlFlow<()>,
+    ) -> Result<StreamSummary, StoreError> {
+        let (mut cursor, version) = self.stream_cursor(aggregate_id, from_version, limit)?;
+        let mut count = 0;
+        while let Some(view) = cursor.next() {
+            count += 1;
+            if visit(view?).is_break() {
+                break;
+            }
+        }
+        Ok(StreamSummary { count, version })
+    }
+
+    fn stream_version(&self, aggregate_id: &str) -> u64 {
+        let end = self.shared.visible.load(Ordering::Acquire);
+        let state = self.shared.state.lock();
+        state.index.streams.get(aggregate_id).map_or(0, |p| p.partition_point(|&p| p < end) as u64)
+    }
+
+    fn save_snapshot(&self, aggregate_id: &str, version: u64, state: &[u8]) -> Result<(), StoreError> {
+        let current = self.stream_version(aggregate_id);
+        if current == 0 {
+            return Err(StoreError::StreamNotFound { aggregate_id: aggregate_id.to_owned() });
+        }
+        if version > current {
+            return Err(StoreError::VersionConflict {
+                aggregate_id: aggregate_id.to_owned(),
+                expected: super::super::event::ExpectedVersion::Exact(version),
+                current,
+            });
+        }
+        if let Some(cause) = self.shared.failure.get() {
+            return Err(StoreError::ReadOnly { cause: cause.clone() });
+        }
+        let sync = self.shared.config.durability == Durability::Always;
+        self.shared.snapshots.save(aggregate_id, version, now_ns(), state, sync)?;
+        self.shared.recorder.snapshots.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn load_snapshot(&self, aggregate_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        self.shared.snapshots.load(aggregate_id)
+    }
+
+    fn bounds(&self) -> (u64, u64) {
+        let first = self.shared.view.read()[0].first_position;
+        (first, self.shared.visible.load(Ordering::Acquire))
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.shared.sync()
+    }
+
+    fn metrics(&self) -> StoreMetrics {
+        let total_events = self.shared.visible.load(Ordering::Acquire);
+        let record_bytes: u64 = self.shared.view.read().iter().map(|s| s.written.load(Ordering::Relaxed) as u64).sum();
+        self.shared.recorder.record_bytes.store(record_bytes, Ordering::Relaxed);
+        self.shared.recorder.snapshot_bytes.store(self.shared.snapshots.bytes(), Ordering::Relaxed);
+        self.shared.recorder.snapshot(total_events)
+    }
+}

@@ -1,0 +1,364 @@
+//! One log record: its frame, its fixed-width body, and the zero-copy [`EventView`] over it.
+//!
+//! Layout (all integers little-endian, see `docs/storage.md`):
+//!
+//! ```text
+//! frame:  body_len u32 | crc32c u32 | body (body_len bytes)
+//!         crc32c covers body_len's four bytes followed by the body.
+//! body:   0 position u64 | 8 timestamp_ns u64 | 16 aggregate_version u64 | 24 id [16]
+//!        40 correlation_id [16] | 56 causation_id [16] | 72 kind u8 | 73 flags u8
+//!        74 type_len u16 | 76 batch_remaining u32 | 80 aggregate_len u16 | 82 reserved u16
+//!        84 metadata_len u32 | 88 data_len u32 | 92 reserved u32
+//!        96 type | aggregate_id | metadata | data
+//! metadata: repeated key_len u16 | value_len u32 | key | value
+//! ```
+//!
+//! Invariant: a frame whose `body_len` is non-zero was written completely before `body_len` was
+//! stored (the writer stores it last), so a zero length marks the end of the data. A decoded
+//! view's strings are valid UTF-8 and its lengths are consistent, or decoding fails.
+
+use std::sync::atomic::{fence, Ordering};
+
+use crate::event::{Event, EventDraft, EventJson, EventKind, Metadata, Uuid};
+
+/// Bytes before the body: `body_len` and `crc32c`.
+pub(crate) const FRAME_HEADER_BYTES: usize = 8;
+/// The fixed part of a body.
+pub(crate) const BODY_FIXED_BYTES: usize = 96;
+const FLAG_HAS_CAUSATION: u8 = 1;
+
+/// Everything a record holds, with the fields the store assigns filled in.
+pub(crate) struct RecordFields<'a> {
+    pub draft: &'a EventDraft,
+    pub id: Uuid,
+    pub position: u64,
+    pub timestamp_ns: u64,
+    pub aggregate_version: u64,
+    pub batch_remaining: u32,
+}
+
+/// Bytes the frame for `draft` takes (header and body).
+pub(crate) fn frame_len(draft: &EventDraft) -> usize {
+    let metadata: usize = draft.metadata.iter().map(|(k, v)| 6 + k.len() + v.len()).sum();
+    FRAME_HEADER_BYTES + BODY_FIXED_BYTES + draft.event_type.len() + draft.aggregate_id.len() + metadata + draft.data.len()
+}
+
+/// Writes the frame of `fields` into `dst`, which is exactly [`frame_len`] bytes and zeroed or
+/// unseen by readers. The length is stored last, after a release fence, so a crash mid-write
+/// leaves a zero length (the end of the data), never a half record behind a valid length.
+pub(crate) fn write_frame(dst: &mut [u8], fields: &RecordFields<'_>) {
+    let draft = fields.draft;
+    let body_len = dst.len() - FRAME_HEADER_BYTES;
+    let body = &mut dst[FRAME_HEADER_BYTES..];
+    body[0..8].copy_from_slice(&fields.position.to_le_bytes());
+    body[8..16].copy_from_slice(&fields.timestamp_ns.to_le_bytes());
+    body[16..24].copy_from_slice(&fields.aggregate_version.to_le_bytes());
+    body[24..40].copy_from_slice(fields.id.as_bytes());
+    body[40..56].copy_from_slice(draft.correlation_id.unwrap_or(fields.id).as_bytes());
+    body[56..72].copy_from_slice(draft.causation_id.unwrap_or(Uuid::nil()).as_bytes());
+    body[72] = draft.kind as u8;
+    body[73] = if draft.causation_id.is_some() { FLAG_HAS_CAUSATION } else { 0 };
+    body[74..76].copy_from_slice(&(draft.event_type.len() as u16).to_le_bytes());
+    body[76..80].copy_from_slice(&fields.batch_remaining.to_le_bytes());
+    body[80..82].copy_from_slice(&(draft.aggregate_id.len() as u16).to_le_bytes());
+    body[82..84].fill(0);
+    let metadata_len: usize = draft.metadata.iter().map(|(k, v)| 6 + k.len() + v.len()).sum();
+    body[84..88].copy_from_slice(&(metadata_len as u32).to_le_bytes());
+    body[88..92].copy_from_slice(&(draft.data.len() as u32).to_le_bytes());
+    body[92..96].fill(0);
+    let mut at = BODY_FIXED_BYTES;
+    let mut put = |bytes: &[u8]| {
+        body[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(draft.event_type.as_bytes());
+    put(draft.aggregate_id.as_bytes());
+    for (key, value) in &draft.metadata {
+        put(&(key.len() as u16).to_le_bytes());
+        put(&(value.len() as u32).to_le_bytes());
+        put(key.as_bytes());
+        put(value.as_bytes());
+    }
+    put(&draft.data);
+    debug_assert_eq!(at, body_len);
+    let len_bytes = (body_len as u32).to_le_bytes();
+    let mut crc = crc32c::crc32c(&len_bytes);
+    crc = crc32c::crc32c_append(crc, &dst[FRAME_HEADER_BYTES..]);
+    dst[4..8].copy_from_slice(&crc.to_le_bytes());
+    fence(Ordering::Release);
+    dst[0..4].copy_from_slice(&len_bytes);
+}
+
+/// What lies at an offset of a segment's data region.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Frame {
+    /// A zero length: no record here, the data ends.
+    End,
+    /// A record whose bytes run past the end of the region: a torn write.
+    Incomplete,
+    /// A complete frame of this many bytes (header included).
+    Complete(usize),
+}
+
+/// Classifies the bytes at the start of `region` without checking the checksum.
+pub(crate) fn classify(region: &[u8]) -> Frame {
+    if region.len() < FRAME_HEADER_BYTES {
+        return if region.iter().all(|&b| b == 0) { Frame::End } else { Frame::Incomplete };
+    }
+    let body_len = read_u32(region, 0) as usize;
+    if body_len == 0 {
+        return Frame::End;
+    }
+    match FRAME_HEADER_BYTES.checked_add(body_len) {
+        Some(total) if total <= region.len() => Frame::Complete(total),
+        _ => Frame::Incomplete,
+    }
+}
+
+/// Why a complete frame is not a valid record.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    Checksum { stored: u32, computed: u32 },
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Checksum { stored, computed } => {
+                write!(f, "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")
+            }
+            DecodeError::Malformed(reason) => write!(f, "malformed record: {reason}"),
+        }
+    }
+}
+
+/// A zero-copy view of one stored event, borrowing the log's memory map.
+#[derive(Clone, Copy, Debug)]
+pub struct EventView<'a> {
+    /// The record kind.
+    pub kind: EventKind,
+    /// The event id.
+    pub id: Uuid,
+    /// The event type.
+    pub event_type: &'a str,
+    /// The aggregate id (empty for kinds without one).
+    pub aggregate_id: &'a str,
+    /// 1-based version within the aggregate.
+    pub aggregate_version: u64,
+    /// The log position.
+    pub position: u64,
+    /// Unix nanoseconds at append.
+    pub timestamp_ns: u64,
+    /// The workflow id.
+    pub correlation_id: Uuid,
+    /// The causing event, if any.
+    pub causation_id: Option<Uuid>,
+    /// The JSON payload.
+    pub data: &'a [u8],
+    metadata: &'a [u8],
+    pub(crate) batch_remaining: u32,
+    /// Bytes of the whole frame, header included.
+    pub(crate) frame_len: usize,
+}
+
+impl<'a> EventView<'a> {
+    /// Decodes a complete frame (as [`classify`] measured it), verifying its checksum.
+    pub(crate) fn decode(frame: &'a [u8]) -> Result<EventView<'a>, DecodeError> {
+        let stored = read_u32(frame, 4);
+        let computed = crc32c::crc32c_append(crc32c::crc32c(&frame[0..4]), &frame[FRAME_HEADER_BYTES..]);
+        if stored != computed {
+            return Err(DecodeError::Checksum { stored, computed });
+        }
+        let body = &frame[FRAME_HEADER_BYTES..];
+        if body.len() < BODY_FIXED_BYTES {
+            return Err(DecodeError::Malformed("body shorter than its fixed part"));
+        }
+        let kind = EventKind::from_u8(body[72]).ok_or(DecodeError::Malformed("unknown kind"))?;
+        let type_len = read_u16(body, 74) as usize;
+        let aggregate_len = read_u16(body, 80) as usize;
+        let metadata_len = read_u32(body, 84) as usize;
+        let data_len = read_u32(body, 88) as usize;
+        if BODY_FIXED_BYTES + type_len + aggregate_len + metadata_len + data_len != body.len() {
+            return Err(DecodeError::Malformed("field lengths disagree with the body length"));
+        }
+        let mut at = BODY_FIXED_BYTES;
+        let mut take = |len: usize| {
+            let slice = &body[at..at + len];
+            at += len;
+            slice
+        };
+        let utf8 = |bytes: &'a [u8]| std::str::from_utf8(bytes).map_err(|_| DecodeError::Malformed("invalid UTF-8"));
+        let event_type = utf8(take(type_len))?;
+        let aggregate_id = utf8(take(aggregate_len))?;
+        let metadata = take(metadata_len);
+        let data = take(data_len);
+        if MetadataIter(metadata).any(|pair| pair.is_err()) {
+            return Err(DecodeError::Malformed("metadata entries"));
+        }
+        Ok(EventView {
+            kind,
+            id: read_uuid(body, 24),
+            event_type,
+            aggregate_id,
+            aggregate_version: read_u64(body, 16),
+            position: read_u64(body, 0),
+            timestamp_ns: read_u64(body, 8),
+            correlation_id: read_uuid(body, 40),
+            causation_id: (body[73] & FLAG_HAS_CAUSATION != 0).then(|| read_uuid(body, 56)),
+            data,
+            metadata,
+            batch_remaining: read_u32(body, 76),
+            frame_len: frame.len(),
+        })
+    }
+
+    /// The metadata pairs, in key order.
+    pub fn metadata(&self) -> impl Iterator<Item = (&'a str, &'a str)> + Clone + 'a {
+        MetadataIter(self.metadata).map_while(Result::ok)
+    }
+
+    /// An owned copy.
+    pub fn to_event(&self) -> Event {
+        Event {
+            kind: self.kind,
+            id: self.id,
+            event_type: self.event_type.to_owned(),
+            aggregate_id: self.aggregate_id.to_owned(),
+            aggregate_version: self.aggregate_version,
+            position: self.position,
+            timestamp_ns: self.timestamp_ns,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            metadata: self.metadata().map(|(k, v)| (k.to_owned(), v.to_owned())).collect::<Metadata>(),
+            data: bytes::Bytes::copy_from_slice(self.data),
+        }
+    }
+
+    /// The spec's JSON form, written without an owned copy.
+    pub fn json(&self) -> EventJson<'a, impl Iterator<Item = (&'a str, &'a str)> + Clone + 'a> {
+        EventJson {
+            kind: self.kind,
+            id: self.id,
+            event_type: self.event_type,
+            aggregate_id: self.aggregate_id,
+            aggregate_version: self.aggregate_version,
+            position: self.position,
+            timestamp_ns: self.timestamp_ns,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            metadata: self.metadata(),
+            data: self.data,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct MetadataIter<'a>(&'a [u8]);
+
+impl<'a> Iterator for MetadataIter<'a> {
+    type Item = Result<(&'a str, &'a str), ()>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let entry = || -> Option<(&'a str, &'a str, &'a [u8])> {
+            let key_len = u16::from_le_bytes(self.0.get(0..2)?.try_into().ok()?) as usize;
+            let value_len = u32::from_le_bytes(self.0.get(2..6)?.try_into().ok()?) as usize;
+            let key = std::str::from_utf8(self.0.get(6..6 + key_len)?).ok()?;
+            let value = std::str::from_utf8(self.0.get(6 + key_len..6 + key_len + value_len)?).ok()?;
+            Some((key, value, &self.0[6 + key_len + value_len..]))
+        };
+        match entry() {
+            Some((key, value, rest)) => {
+                self.0 = rest;
+                Some(Ok((key, value)))
+            }
+            None => {
+                self.0 = &[];
+                Some(Err(()))
+            }
+        }
+    }
+}
+
+pub(crate) fn read_u16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut raw = [0u8; 4];
+    raw.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(raw)
+}
+
+pub(crate) fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(raw)
+}
+
+fn read_uuid(bytes: &[u8], at: usize) -> Uuid {
+    let mut raw = [0u8; 16];
+    raw.copy_from_slice(&bytes[at..at + 16]);
+    Uuid::from_bytes(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(draft: &EventDraft) -> Vec<u8> {
+        let mut buffer = vec![0u8; frame_len(draft)];
+        let fields = RecordFields {
+            draft,
+            id: Uuid::from_u128(7),
+            position: 41,
+            timestamp_ns: 1_000,
+            aggregate_version: 3,
+            batch_remaining: 2,
+        };
+        write_frame(&mut buffer, &fields);
+        buffer
+    }
+
+    #[test]
+    fn a_frame_round_trips_every_field() {
+        let mut draft = EventDraft::new("TaskCreated", "task-1", r#"{"x":1}"#).with_metadata("user_id", "u1");
+        draft.causation_id = Some(Uuid::from_u128(9));
+        let frame = encoded(&draft);
+        assert_eq!(classify(&frame), Frame::Complete(frame.len()));
+        let view = EventView::decode(&frame).unwrap();
+        assert_eq!(view.position, 41);
+        assert_eq!(view.aggregate_version, 3);
+        assert_eq!(view.batch_remaining, 2);
+        assert_eq!(view.correlation_id, Uuid::from_u128(7), "defaults to the event's own id");
+        assert_eq!(view.causation_id, Some(Uuid::from_u128(9)));
+        assert_eq!(view.metadata().collect::<Vec<_>>(), vec![("user_id", "u1")]);
+        assert_eq!(view.data, br#"{"x":1}"#);
+        assert_eq!((view.event_type, view.aggregate_id), ("TaskCreated", "task-1"));
+    }
+
+    #[test]
+    fn every_flipped_bit_is_caught() {
+        let frame = encoded(&EventDraft::new("T", "a", "[]"));
+        for byte in 4..frame.len() {
+            for bit in 0..8 {
+                let mut damaged = frame.clone();
+                damaged[byte] ^= 1 << bit;
+                assert!(EventView::decode(&damaged).is_err(), "flip at byte {byte} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_frames_are_incomplete_and_zeros_are_the_end() {
+        let frame = encoded(&EventDraft::new("T", "a", "[]"));
+        for cut in 1..frame.len() {
+            assert_eq!(classify(&frame[..cut]), Frame::Incomplete, "cut at {cut}");
+        }
+        assert_eq!(classify(&[0u8; 3]), Frame::End);
+        assert_eq!(classify(&[0u8; 64]), Frame::End);
+    }
+}

@@ -1,0 +1,264 @@
+//! One segment: a fixed-capacity, memory-mapped region holding a header and then frames.
+//!
+//! Owns the only `unsafe` of the store: the mapping is shared between one writer (the log,
+//! under its append lock) and any number of readers. The invariant that makes this sound:
+//! bytes below `written` are never written again (until retention drops the whole segment),
+//! readers only form slices below the log's visible watermark (which is at most `written`),
+//! and the writer only forms a mutable slice at or above `written`.
+//!
+//! A segment is either a file (`segments/<first position, 20 digits>.seg`, preallocated to its
+//! capacity, mapped shared) or anonymous memory for the in-memory store.
+//!
+//! Header (64 bytes, little-endian): magic `HERALDSG`, format version u32, header length u32,
+//! first position u64, capacity u64, created unix ns u64, 20 reserved zero bytes, crc32c u32 of
+//! bytes 0..60.
+
+#![allow(unsafe_code)] // the store's mapping; see the module invariant above
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use memmap2::{MmapMut, MmapRaw};
+use parking_lot::RwLock;
+
+use super::record::{read_u32, read_u64};
+use super::StoreError;
+use crate::event::time::now_ns;
+
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"HERALDSG";
+pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 1;
+pub(crate) const SEGMENT_HEADER_BYTES: usize = 64;
+
+enum Mapping {
+    File(MmapRaw),
+    // Held only to keep the anonymous mapping alive; accessed through `Segment::base`.
+    Anonymous(#[allow(dead_code)] MmapMut),
+}
+
+pub(crate) struct Segment {
+    pub first_position: u64,
+    pub path: Option<PathBuf>,
+    mapping: Mapping,
+    base: *mut u8,
+    capacity: usize,
+    /// End of the appended bytes; only the log's writer (holding the append lock) stores it.
+    pub written: AtomicUsize,
+    /// End of the bytes known to be on disk.
+    pub synced: AtomicUsize,
+    /// Offset of each record, by `position - first_position`; pushed under the append lock.
+    pub offsets: RwLock<Vec<u32>>,
+    /// Timestamp of the last record (0 when empty), for retention by age.
+    pub last_timestamp_ns: AtomicU64,
+}
+
+// SAFETY: `base` points into `mapping`, which the segment owns and which lives as long as it.
+// Concurrent access follows the module invariant: the one writer works above `written`, readers
+// below the visible watermark, so no byte is read and written at the same time.
+unsafe impl Send for Segment {}
+// SAFETY: as for `Send`; all shared mutable state is atomics or behind locks.
+unsafe impl Sync for Segment {}
+
+pub(crate) fn segment_file_name(first_position: u64) -> String {
+    format!("{first_position:020}.seg")
+}
+
+/// Parses `<20 digits>.seg`, the only name a segment file may have.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
+}
+
+fn header(first_position: u64, capacity: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    header[0..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
+    header[16..24].copy_from_slice(&first_position.to_le_bytes());
+    header[24..32].copy_from_slice(&capacity.to_le_bytes());
+    header[32..40].copy_from_slice(&now_ns().to_le_bytes());
+    let crc = crc32c::crc32c(&header[0..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+pub(crate) fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+/// Fsyncs a directory so that a create, rename or unlink inside it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(format!("fsync directory {}", dir.display())))
+}
+
+impl Segment {
+    /// Creates a durable, preallocated segment file (written under a temporary name, fsynced,
+    /// renamed, and the directory fsynced, so a crash never leaves a half-made segment).
+    pub fn create(dir: &Path, first_position: u64, capacity: usize) -> Result<Segment, StoreError> {
+        let path = dir.join(segment_file_name(first_position));
+        let temporary = dir.join(format!("{}.tmp", segment_file_name(first_position)));
+        let context = format!("create segment {}", path.display());
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)
+            .map_err(io_error(context.clone()))?;
+        file.write_all(&header(first_position, capacity as u64)).map_err(io_error(context.clone()))?;
+        file.set_len(capacity as u64).map_err(io_error(context.clone()))?;
+        file.sync_all().map_err(io_error(context.clone()))?;
+        std::fs::rename(&temporary, &path).map_err(io_error(context))?;
+        sync_dir(dir)?;
+        Self::map_file(file, path, first_position, SEGMENT_HEADER_BYTES)
+    }
+
+    /// Opens an existing segment file, checking its header. The last segment (`writable`) is
+    /// grown back to its capacity if a crash or a cut left the file shorter.
+    pub fn open(path: &Path, first_position: u64, writable: bool) -> Result<Segment, StoreError> {
+        let context = format!("open segment {}", path.display());
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_error(context.clone()))?;
+        let length = file.metadata().map_err(io_error(context.clone()))?.len();
+        let corrupt = |reason: String| StoreError::Corruption {
+            file: path.to_path_buf(),
+            offset: 0,
+            position: None,
+            reason,
+        };
+        let mut raw = [0u8; SEGMENT_HEADER_BYTES];
+        if length < SEGMENT_HEADER_BYTES as u64 {
+            return Err(corrupt(format!("file is {length} bytes, shorter than the segment header")));
+        }
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut raw, 0).map_err(io_error(context.clone()))?;
+        if &raw[0..8] != SEGMENT_MAGIC {
+            return Err(corrupt("not a Herald segment (bad magic)".into()));
+        }
+        if crc32c::crc32c(&raw[0..60]) != read_u32(&raw, 60) {
+            return Err(corrupt("segment header checksum mismatch".into()));
+        }
+        let version = read_u32(&raw, 8);
+        if version != SEGMENT_FORMAT_VERSION {
+            return Err(corrupt(format!("segment format version {version}, this build reads {SEGMENT_FORMAT_VERSION}")));
+        }
+        if read_u64(&raw, 16) != first_position {
+            return Err(corrupt(format!(
+                "header says first position {}, the file name says {first_position}",
+                read_u64(&raw, 16)
+            )));
+        }
+        let capacity = read_u64(&raw, 24);
+        if writable && length < capacity {
+            file.set_len(capacity).map_err(io_error(context))?;
+        }
+        Self::map_file(file, path.to_path_buf(), first_position, SEGMENT_HEADER_BYTES)
+    }
+
+    fn map_file(file: File, path: PathBuf, first_position: u64, written: usize) -> Result<Segment, StoreError> {
+        let map = MmapRaw::map_raw(&file).map_err(io_error(format!("map segment {}", path.display())))?;
+        let (base, capacity) = (map.as_mut_ptr(), map.len());
+        Ok(Segment::new(Mapping::File(map), Some(path), base, capacity, first_position, written))
+    }
+
+    /// An in-memory segment (lazily backed by anonymous pages).
+    pub fn anonymous(first_position: u64, capacity: usize) -> Result<Segment, StoreError> {
+        let mut map = MmapMut::map_anon(capacity).map_err(io_error("map anonymous segment"))?;
+        map[..SEGMENT_HEADER_BYTES].copy_from_slice(&header(first_position, capacity as u64));
+        let base = map.as_mut_ptr();
+        Ok(Segment::new(Mapping::Anonymous(map), None, base, capacity, first_position, SEGMENT_HEADER_BYTES))
+    }
+
+    fn new(mapping: Mapping, path: Option<PathBuf>, base: *mut u8, capacity: usize, first: u64, written: usize) -> Self {
+        Segment {
+            first_position: first,
+            path,
+            mapping,
+            base,
+            capacity,
+            written: AtomicUsize::new(written),
+            synced: AtomicUsize::new(written),
+            offsets: RwLock::new(Vec::new()),
+            last_timestamp_ns: AtomicU64::new(0),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes `[start, end)` of the map, read-only.
+    ///
+    /// Callers pass only ranges below the log's visible watermark (or, during recovery and under
+    /// the append lock, below `written`), which the writer never touches again.
+    pub fn bytes(&self, start: usize, end: usize) -> &[u8] {
+        assert!(start <= end && end <= self.capacity, "segment range {start}..{end} out of bounds");
+        // SAFETY: the range is inside the mapping (asserted), which lives as long as `self`, and by
+        // the module invariant nobody writes these bytes while the returned borrow exists.
+        unsafe { std::slice::from_raw_parts(self.base.add(start), end - start) }
+    }
+
+    /// The writable bytes `[start, end)`, which must lie at or above `written`.
+    ///
+    /// # Safety
+    /// The caller holds the log's append lock (the only writer) and no other live slice covers
+    /// the range; readers never look at or above `written`.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn writable(&self, start: usize, end: usize) -> &mut [u8] {
+        assert!(start >= self.written.load(Ordering::Relaxed) && start <= end && end <= self.capacity);
+        // SAFETY: in bounds (asserted); exclusive per this function's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(start), end - start) }
+    }
+
+    /// Makes the bytes `[synced, end)` durable (`msync`), then records `end` as synced.
+    pub fn sync_to(&self, end: usize) -> Result<(), StoreError> {
+        let start = self.synced.load(Ordering::Acquire);
+        if end <= start {
+            return Ok(());
+        }
+        if let Mapping::File(map) = &self.mapping {
+            map.flush_range(start, end - start).map_err(io_error(format!(
+                "fsync segment {}",
+                self.path.as_deref().unwrap_or(Path::new("?")).display()
+            )))?;
+        }
+        self.synced.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip_and_reject_others() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.seg");
+        assert_eq!(parse_segment_file_name("00000000000000000042.seg"), Some(42));
+        for name in ["42.seg", "0000000000000000004x.seg", "00000000000000000042.seg.tmp", "index.ckpt"] {
+            assert_eq!(parse_segment_file_name(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_foreign_or_damaged_header_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(segment_file_name(0));
+        std::fs::write(&path, vec![7u8; 4096]).unwrap();
+        let error = Segment::open(&path, 0, false).err().unwrap().to_string();
+        assert!(error.contains("bad magic") && error.contains("00000000000000000000.seg"), "{error}");
+
+        let segment = Segment::create(dir.path(), 5, 4096).unwrap();
+        drop(segment);
+        let path = dir.path().join(segment_file_name(5));
+        let error = Segment::open(&path, 6, false).err().unwrap().to_string();
+        assert!(error.contains("first position 5"), "{error}");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let error = Segment::open(&path, 5, false).err().unwrap().to_string();
+        assert!(error.contains("header checksum"), "{error}");
+    }
+}
