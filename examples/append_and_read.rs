@@ -13,7 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let log = Log::open(&dir, StoreConfig::default())?;
         let task = format!("task-{}", log.bounds().1);
         let outcome = log.append(&[
-            EventDraft::new("TaskCreated", &task, r#"{"title":"Implement feature X"}"#).with_metadata("user_id", "user-456"),
+            EventDraft::new("TaskCreated", &task, r#"{"title":"Implement feature X"}"#)
+                .with_metadata("user_id", "user-456"),
             EventDraft::new("TaskCompleted", &task, r#"{"by":"user-456"}"#),
         ])?;
         println!("appended {:?}", outcome.events());

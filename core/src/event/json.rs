@@ -179,7 +179,10 @@ mod tests {
         assert_eq!(field_of(r#"{"type":"T","aggregate_id":"a"}"#), "data");
         assert_eq!(field_of(r#"{"type":"T","aggregate_id":"a","data":1,"id":"nope"}"#), "id");
         assert_eq!(field_of(r#"{"type":"T","aggregate_id":"a","data":1,"expected_version":-1}"#), "expected_version");
-        assert_eq!(field_of(r#"{"type":"T","aggregate_id":"a","data":1,"expected_version":"some"}"#), "expected_version");
+        assert_eq!(
+            field_of(r#"{"type":"T","aggregate_id":"a","data":1,"expected_version":"some"}"#),
+            "expected_version"
+        );
         assert_eq!(field_of(r#"{"type":"","aggregate_id":"a","data":1}"#), "type");
         assert_eq!(field_of(r#"{"type":"#), "body");
     }

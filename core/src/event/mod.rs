@@ -185,7 +185,9 @@ impl EventDraft {
         if self.kind == EventKind::Domain || !self.aggregate_id.is_empty() {
             check_name("aggregate_id", &self.aggregate_id)?;
         }
-        for (field, id) in [("id", self.id), ("correlation_id", self.correlation_id), ("causation_id", self.causation_id)] {
+        for (field, id) in
+            [("id", self.id), ("correlation_id", self.correlation_id), ("causation_id", self.causation_id)]
+        {
             if id == Some(Uuid::nil()) {
                 return Err(ValidationError::new(field, "must not be the nil UUID"));
             }
@@ -221,10 +223,7 @@ impl EventDraft {
 
 fn check_name(field: &str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() || value.len() > MAX_NAME_BYTES {
-        return Err(ValidationError::new(
-            field,
-            format!("must be 1–{MAX_NAME_BYTES} bytes, got {}", value.len()),
-        ));
+        return Err(ValidationError::new(field, format!("must be 1–{MAX_NAME_BYTES} bytes, got {}", value.len())));
     }
     if value.chars().any(char::is_control) {
         return Err(ValidationError::new(field, "must not contain control characters"));

@@ -8,10 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Nanoseconds since the unix epoch, now. A clock before 1970 reads as 0.
 pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
 /// Formats unix nanoseconds as `2026-11-26T20:00:00.123456Z` (truncated to microseconds).
@@ -92,8 +89,8 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
         }
         _ => return Err(bad()),
     };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second.min(59)
-        - offset_seconds;
+    let seconds =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset_seconds;
     if seconds < 0 {
         return Err(format!("`{text}` is before 1970-01-01T00:00:00Z"));
     }
@@ -155,10 +152,7 @@ mod tests {
         for ns in [0, 1_795_723_200_123_456_000, 951_782_400_000_000_000, 4_102_444_799_999_999_000] {
             assert_eq!(parse_rfc3339(&format_rfc3339_micros(ns)), Ok(ns));
         }
-        assert_eq!(
-            parse_rfc3339("2026-11-26T21:00:00.5+01:00"),
-            Ok(1_795_723_200_500_000_000)
-        );
+        assert_eq!(parse_rfc3339("2026-11-26T21:00:00.5+01:00"), Ok(1_795_723_200_500_000_000));
         assert_eq!(parse_rfc3339("2026-11-26T20:00:00Z"), Ok(1_795_723_200_000_000_000));
     }
 

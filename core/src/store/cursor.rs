@@ -48,7 +48,12 @@ pub(crate) fn locate(segments: &[Arc<Segment>], position: u64) -> Result<(usize,
 }
 
 /// Decodes the record at `offset`, checking that it is complete, intact and at `position`.
-pub(crate) fn decode_at(segment: &Segment, offset: usize, limit: usize, position: u64) -> Result<EventView<'_>, StoreError> {
+pub(crate) fn decode_at(
+    segment: &Segment,
+    offset: usize,
+    limit: usize,
+    position: u64,
+) -> Result<EventView<'_>, StoreError> {
     let corrupt = |reason: String| StoreError::Corruption {
         file: segment.path.clone().unwrap_or_else(|| "<memory>".into()),
         offset: offset as u64,

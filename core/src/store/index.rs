@@ -46,7 +46,15 @@ impl Index {
     }
 
     /// Adds one record; records are added in position order.
-    pub fn insert(&mut self, id: Uuid, kind: EventKind, event_type: &str, aggregate_id: &str, position: u64, aggregate_version: u64) {
+    pub fn insert(
+        &mut self,
+        id: Uuid,
+        kind: EventKind,
+        event_type: &str,
+        aggregate_id: &str,
+        position: u64,
+        aggregate_version: u64,
+    ) {
         self.ids.insert(id, IdEntry { position, aggregate_version });
         if kind == EventKind::Domain {
             push(&mut self.streams, aggregate_id, position);
@@ -206,7 +214,8 @@ impl Index {
                 IdEntry { position: row.position.to_native(), aggregate_version: row.aggregate_version.to_native() },
             );
         }
-        let fill = |map: &mut HashMap<Box<str>, Vec<u64>, Hasher>, rows: &rkyv::vec::ArchivedVec<ArchivedNamedPositions>| {
+        let fill = |map: &mut HashMap<Box<str>, Vec<u64>, Hasher>,
+                    rows: &rkyv::vec::ArchivedVec<ArchivedNamedPositions>| {
             for row in rows.iter() {
                 map.insert(row.name.as_str().into(), row.positions.iter().map(|p| p.to_native()).collect());
             }

@@ -156,7 +156,8 @@ impl Log {
         config.check()?;
         let config = StoreConfig { durability: Durability::Never, ..config };
         let segment = Arc::new(Segment::anonymous(0, config.segment_bytes)?);
-        let recovered = Recovered { index: Index::default(), segments: vec![segment], next_position: 0, last_timestamp_ns: 0 };
+        let recovered =
+            Recovered { index: Index::default(), segments: vec![segment], next_position: 0, last_timestamp_ns: 0 };
         Ok(Log::assemble(config, None, None, recovered, SnapshotStore::in_memory(), 0))
     }
 
@@ -205,13 +206,13 @@ impl Log {
         let shared = &self.shared;
         let segments = Arc::clone(&shared.view.read());
         let end = shared.visible.load(Ordering::Acquire);
-        let first = segments[0].first_position;
-        if query.from_position < first {
-            return Err(StoreError::BeforeRetention { requested: query.from_position, first_position: first });
-        }
         let mut from = query.from_position;
         if let Some(since) = query.since_ns {
             from = from.max(position_at_time(&segments, end, since));
+        }
+        let first = segments[0].first_position;
+        if from < first {
+            return Err(StoreError::BeforeRetention { requested: from, first_position: first });
         }
         let source = match &query.event_type {
             Some(event_type) => {
@@ -240,7 +241,12 @@ impl Log {
     }
 
     /// A cursor over one aggregate from `from_version` (1-based), and the stream's version.
-    pub fn stream_cursor(&self, aggregate_id: &str, from_version: u64, limit: usize) -> Result<(Cursor, u64), StoreError> {
+    pub fn stream_cursor(
+        &self,
+        aggregate_id: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<(Cursor, u64), StoreError> {
         let shared = &self.shared;
         let segments = Arc::clone(&shared.view.read());
         let end = shared.visible.load(Ordering::Acquire);
@@ -414,7 +420,14 @@ impl Shared {
                 write_frame(&mut region[at..at + length], &fields);
                 offsets.push((start + at) as u32);
                 at += length;
-                state.index.insert(ids[i], draft.kind, &draft.event_type, &draft.aggregate_id, fields.position, versions[i]);
+                state.index.insert(
+                    ids[i],
+                    draft.kind,
+                    &draft.event_type,
+                    &draft.aggregate_id,
+                    fields.position,
+                    versions[i],
+                );
                 results.push(Appended { id: ids[i], position: fields.position, aggregate_version: versions[i] });
             }
         }
@@ -438,13 +451,22 @@ impl Shared {
 
     /// `Some(original results)` when every id is stored with the same type and aggregate; an
     /// error when only some are, or differently, or an id repeats inside the batch.
-    fn stored_already(&self, state: &State, drafts: &[EventDraft], ids: &[Uuid]) -> Result<Option<Vec<Appended>>, StoreError> {
+    fn stored_already(
+        &self,
+        state: &State,
+        drafts: &[EventDraft],
+        ids: &[Uuid],
+    ) -> Result<Option<Vec<Appended>>, StoreError> {
         let mut original = Vec::new();
         let mut conflicting = Vec::new();
         for (draft, id) in drafts.iter().zip(ids) {
             if let Some(entry) = state.index.ids.get(id) {
                 if self.same_event(entry, draft) {
-                    original.push(Appended { id: *id, position: entry.position, aggregate_version: entry.aggregate_version });
+                    original.push(Appended {
+                        id: *id,
+                        position: entry.position,
+                        aggregate_version: entry.aggregate_version,
+                    });
                 } else {
                     conflicting.push(*id);
                 }
@@ -473,7 +495,11 @@ impl Shared {
         let Ok((segment, offset)) = locate(&segments, entry.position) else { return true };
         let segment = &segments[segment];
         match decode_at(segment, offset, segment.written.load(Ordering::Acquire), entry.position) {
-            Ok(view) => view.event_type == draft.event_type && view.aggregate_id == draft.aggregate_id && view.kind == draft.kind,
+            Ok(view) => {
+                view.event_type == draft.event_type
+                    && view.aggregate_id == draft.aggregate_id
+                    && view.kind == draft.kind
+            }
             Err(_) => false,
         }
     }
@@ -510,9 +536,9 @@ impl Shared {
             let total: u64 = segments.iter().map(|s| s.capacity() as u64).sum();
             let too_big = retention.max_bytes.is_some_and(|max| total > max);
             let age_ns = |age: Duration| u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
-            let too_old = retention
-                .max_age
-                .is_some_and(|age| segments[0].last_timestamp_ns.load(Ordering::Relaxed).saturating_add(age_ns(age)) < now);
+            let too_old = retention.max_age.is_some_and(|age| {
+                segments[0].last_timestamp_ns.load(Ordering::Relaxed).saturating_add(age_ns(age)) < now
+            });
             if !too_big && !too_old {
                 break;
             }
@@ -628,7 +654,9 @@ impl Shared {
         if self.dir.is_none() || self.failure.get().is_some() {
             return Ok(());
         }
-        if self.events_since_checkpoint.load(Ordering::Relaxed) > 0 || !self.dir.as_ref().is_some_and(|d| d.join(CHECKPOINT_FILE).exists()) {
+        if self.events_since_checkpoint.load(Ordering::Relaxed) > 0
+            || !self.dir.as_ref().is_some_and(|d| d.join(CHECKPOINT_FILE).exists())
+        {
             self.checkpoint()
         } else {
             self.sync()
@@ -771,7 +799,11 @@ fn list_segment_files(dir: &Path, segments_dir: &Path) -> Result<Vec<(u64, PathB
     Ok(files)
 }
 
-fn recover_without_checkpoint(config: &StoreConfig, segments_dir: &Path, files: &[(u64, PathBuf)]) -> Result<Recovered, StoreError> {
+fn recover_without_checkpoint(
+    config: &StoreConfig,
+    segments_dir: &Path,
+    files: &[(u64, PathBuf)],
+) -> Result<Recovered, StoreError> {
     match recover(config, segments_dir, files, None) {
         Ok(recovered) => Ok(recovered),
         Err(RecoverError::Store(error)) => Err(error),
@@ -826,7 +858,8 @@ fn recover(
             if let Some(&last) = offsets.last() {
                 let position = first + offsets.len() as u64 - 1;
                 let valid = written <= segment.capacity()
-                    && decode_at(&segment, last as usize, written, position).is_ok_and(|v| last as usize + v.frame_len == written);
+                    && decode_at(&segment, last as usize, written, position)
+                        .is_ok_and(|v| last as usize + v.frame_len == written);
                 if !valid {
                     return Err(RecoverError::CheckpointMismatch(format!(
                         "{} does not hold the records the checkpoint lists",
@@ -853,7 +886,9 @@ fn recover(
     }
     if let Some(checkpoint) = checkpoint {
         if checkpoint.next_position.to_native() > next_position {
-            return Err(RecoverError::CheckpointMismatch("the checkpoint covers more events than the log holds".into()));
+            return Err(RecoverError::CheckpointMismatch(
+                "the checkpoint covers more events than the log holds".into(),
+            ));
         }
     }
     Ok(Recovered { index, segments, next_position, last_timestamp_ns })
@@ -867,7 +902,13 @@ struct Scanned {
 /// Scans records from `offset`, adding them to the index. In the last segment, an incomplete
 /// record or an unfinished batch at the end is a torn tail: it is cut off and zeroed. Anywhere
 /// else, and for any complete record that fails its checksum, the scan reports corruption.
-fn scan(segment: &Segment, mut offset: usize, first_position: u64, is_last: bool, index: &mut Index) -> Result<Scanned, StoreError> {
+fn scan(
+    segment: &Segment,
+    mut offset: usize,
+    first_position: u64,
+    is_last: bool,
+    index: &mut Index,
+) -> Result<Scanned, StoreError> {
     let capacity = segment.capacity();
     let file = || segment.path.clone().unwrap_or_default();
     let mut position = first_position;
@@ -902,7 +943,14 @@ fn scan(segment: &Segment, mut offset: usize, first_position: u64, is_last: bool
                 if batch_done {
                     for (at, view) in pending.drain(..) {
                         offsets.push(at as u32);
-                        index.insert(view.id, view.kind, view.event_type, view.aggregate_id, view.position, view.aggregate_version);
+                        index.insert(
+                            view.id,
+                            view.kind,
+                            view.event_type,
+                            view.aggregate_id,
+                            view.position,
+                            view.aggregate_version,
+                        );
                         scanned.count += 1;
                         scanned.last_timestamp_ns = view.timestamp_ns;
                     }
@@ -949,7 +997,11 @@ impl EventStore for Log {
         self.shared.append(drafts)
     }
 
-    fn read(&self, query: &ReadQuery, visit: &mut dyn FnMut(EventView<'_>) -> ControlFlow<()>) -> Result<ReadSummary, StoreError> {
+    fn read(
+        &self,
+        query: &ReadQuery,
+        visit: &mut dyn FnMut(EventView<'_>) -> ControlFlow<()>,
+    ) -> Result<ReadSummary, StoreError> {
         let mut cursor = self.cursor(query)?;
         let mut count = 0;
         while let Some(view) = cursor.next() {
@@ -1025,5 +1077,281 @@ impl EventStore for Log {
         self.shared.recorder.record_bytes.store(record_bytes, Ordering::Relaxed);
         self.shared.recorder.snapshot_bytes.store(self.shared.snapshots.bytes(), Ordering::Relaxed);
         self.shared.recorder.snapshot(total_events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, ExpectedVersion};
+
+    fn small() -> StoreConfig {
+        StoreConfig { segment_bytes: 8 * 1024, durability: Durability::Never, ..StoreConfig::default() }
+    }
+
+    fn draft(aggregate: &str, n: u32) -> EventDraft {
+        EventDraft::new("TaskUpdated", aggregate, format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(n as usize % 50)))
+    }
+
+    fn all(log: &Log, query: &ReadQuery) -> Vec<Event> {
+        let mut events = Vec::new();
+        log.read(query, &mut |view| {
+            events.push(view.to_event());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        events
+    }
+
+    fn stream(log: &Log, aggregate: &str, from: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        log.read_stream(aggregate, from, usize::MAX, &mut |view| {
+            events.push(view.to_event());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        events
+    }
+
+    #[test]
+    fn appends_read_back_across_segments_and_reopen() {
+        // Positions and versions are gap-free, and every read path returns the same events after reopen.
+        let dir = tempfile::tempdir().unwrap();
+        let mut written = Vec::new();
+        {
+            let log = Log::open(dir.path(), small()).unwrap();
+            for n in 0..300 {
+                let outcome = log.append_one(&draft(&format!("a{}", n % 3), n)).unwrap();
+                written.extend_from_slice(outcome.events());
+            }
+            assert!(log.shared.view.read().len() > 3, "small segments must have rolled");
+        }
+        for with_checkpoint in [true, false] {
+            if !with_checkpoint {
+                std::fs::remove_file(dir.path().join(CHECKPOINT_FILE)).unwrap();
+            }
+            let log = Log::open(dir.path(), small()).unwrap();
+            let events = all(&log, &ReadQuery::default());
+            assert_eq!(events.len(), 300 + usize::from(!with_checkpoint));
+            for (i, (event, appended)) in events.iter().zip(&written).enumerate() {
+                assert_eq!(event.position, i as u64);
+                assert_eq!(
+                    (event.id, event.position, event.aggregate_version),
+                    (appended.id, appended.position, appended.aggregate_version)
+                );
+                assert_eq!(event.aggregate_version, i as u64 / 3 + 1);
+                assert_eq!(event.correlation_id, event.id);
+            }
+            let a1 = stream(&log, "a2", 50);
+            assert_eq!(a1.len(), 51);
+            assert_eq!(a1[0].aggregate_version, 50);
+            assert_eq!(log.stream_version("a2"), 100);
+            assert_eq!(log.verify().unwrap().records, 300 + u64::from(!with_checkpoint));
+            let appended = log.append_one(&draft("a1", 1)).unwrap();
+            assert_eq!(appended.events()[0].position, 300 + u64::from(!with_checkpoint));
+        }
+    }
+
+    #[test]
+    fn type_time_and_kind_filters_use_their_indexes() {
+        // Filtered reads return exactly the matching events, and next_position lets a reader continue.
+        let log = Log::in_memory(small()).unwrap();
+        for n in 0..40u32 {
+            let event_type = if n % 4 == 0 { "TaskCreated" } else { "TaskUpdated" };
+            log.append_one(&EventDraft::new(event_type, "t", format!("{n}"))).unwrap();
+        }
+        let query =
+            ReadQuery { event_type: Some("TaskCreated".into()), from_position: 5, limit: 3, ..ReadQuery::default() };
+        let mut cursor = log.cursor(&query).unwrap();
+        let mut positions = Vec::new();
+        while let Some(view) = cursor.next() {
+            positions.push(view.unwrap().position);
+        }
+        assert_eq!(positions, vec![8, 12, 16]);
+        assert_eq!(cursor.next_position(), 17);
+
+        let middle = all(&log, &ReadQuery { from_position: 20, limit: 1, ..ReadQuery::default() })[0].timestamp_ns;
+        let since = all(&log, &ReadQuery { since_ns: Some(middle), ..ReadQuery::default() });
+        assert!(since.iter().all(|e| e.timestamp_ns >= middle));
+        assert!(since.first().unwrap().position <= 20 && since.last().unwrap().position == 39);
+        let later = all(&log, &ReadQuery { since_ns: Some(u64::MAX), ..ReadQuery::default() });
+        assert!(later.is_empty());
+
+        let integration = EventDraft { kind: EventKind::Integration, ..EventDraft::new("task.completed", "", "{}") };
+        log.append_one(&integration).unwrap();
+        let domain_only =
+            all(&log, &ReadQuery { kind: Some(EventKind::Domain), from_position: 35, ..ReadQuery::default() });
+        assert_eq!(domain_only.len(), 5);
+        let summary = log
+            .read(&ReadQuery { kind: Some(EventKind::Integration), ..ReadQuery::default() }, &mut |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!((summary.count, summary.next_position), (1, 41));
+    }
+
+    #[test]
+    fn expected_versions_are_checked_per_draft_and_batches_are_atomic() {
+        // A version conflict anywhere in a batch appends nothing and reports the current version.
+        let log = Log::in_memory(small()).unwrap();
+        log.append_one(&draft("a", 0).expecting(ExpectedVersion::NoStream)).unwrap();
+        let conflict = log.append_one(&draft("a", 1).expecting(ExpectedVersion::NoStream)).unwrap_err();
+        assert!(matches!(conflict, StoreError::VersionConflict { current: 1, .. }), "{conflict}");
+        let batch = [
+            draft("a", 1).expecting(ExpectedVersion::Exact(1)),
+            draft("b", 2).expecting(ExpectedVersion::NoStream),
+            draft("a", 3).expecting(ExpectedVersion::Exact(1)),
+        ];
+        let error = log.append(&batch).unwrap_err();
+        assert!(matches!(error, StoreError::VersionConflict { current: 2, .. }), "{error}");
+        assert_eq!(log.bounds(), (0, 1));
+        let ok =
+            [draft("a", 1).expecting(ExpectedVersion::Exact(1)), draft("a", 3).expecting(ExpectedVersion::Exact(2))];
+        let outcome = log.append(&ok).unwrap();
+        assert_eq!(outcome.events().iter().map(|a| a.aggregate_version).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn ids_make_appends_idempotent_or_conflicting() {
+        // Re-sending stored ids returns the originals; partial or mismatched re-sends are conflicts.
+        let log = Log::in_memory(small()).unwrap();
+        let (x, y, z) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let first = log.append(&[draft("a", 0).with_id(x), draft("a", 1).with_id(y)]).unwrap();
+        let retry = log.append(&[draft("a", 0).with_id(x), draft("a", 1).with_id(y)]).unwrap();
+        assert_eq!(retry, AppendOutcome::AlreadyAppended(first.events().to_vec()));
+        assert_eq!(log.bounds().1, 2);
+        let partial = log.append(&[draft("a", 0).with_id(x), draft("a", 2).with_id(z)]).unwrap_err();
+        assert!(matches!(&partial, StoreError::DuplicateId { ids } if ids == &vec![x]), "{partial}");
+        let elsewhere = log.append_one(&draft("b", 0).with_id(x)).unwrap_err();
+        assert!(matches!(elsewhere, StoreError::DuplicateId { .. }));
+        let twice = log.append(&[draft("c", 0).with_id(z), draft("c", 1).with_id(z)]).unwrap_err();
+        assert!(matches!(&twice, StoreError::DuplicateId { ids } if ids == &vec![z]), "{twice}");
+        assert_eq!(log.bounds().1, 2, "nothing was appended by the failed calls");
+    }
+
+    #[test]
+    fn invalid_and_oversized_input_writes_nothing() {
+        // Validation and size errors name the field or limit and leave the log untouched.
+        let log = Log::in_memory(small()).unwrap();
+        let error = log.append_one(&EventDraft::new("", "a", "{}")).unwrap_err();
+        assert!(matches!(&error, StoreError::Invalid(v) if v.field == "type"), "{error}");
+        let big = EventDraft::new("T", "a", format!("\"{}\"", "x".repeat(9000)));
+        let error = log.append_one(&big).unwrap_err();
+        assert!(matches!(error, StoreError::TooLarge { limit, .. } if limit == 8 * 1024 - SEGMENT_HEADER_BYTES));
+        assert!(log.append(&[]).is_err());
+        assert_eq!(log.bounds(), (0, 0));
+        assert_eq!(log.metrics().total_events, 0);
+    }
+
+    #[test]
+    fn retention_drops_whole_old_segments_and_says_so() {
+        // With a byte limit, old segments go; reads from before them fail explicitly, later ones work.
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            retention: super::super::Retention { max_bytes: Some(3 * 8 * 1024), max_age: None },
+            ..small()
+        };
+        let log = Log::open(dir.path(), config.clone()).unwrap();
+        for n in 0..400 {
+            log.append_one(&draft("a", n)).unwrap();
+        }
+        let (first, next) = log.bounds();
+        assert!(first > 0 && next == 400);
+        assert!(log.shared.view.read().len() <= 3);
+        let error = log.cursor(&ReadQuery::default()).err().unwrap();
+        assert!(matches!(error, StoreError::BeforeRetention { first_position, .. } if first_position == first));
+        let error = log.read_stream("a", 1, 10, &mut |_| ControlFlow::Continue(())).unwrap_err();
+        assert!(matches!(error, StoreError::BeforeRetention { .. }));
+        assert_eq!(all(&log, &ReadQuery { from_position: first, ..ReadQuery::default() }).len() as u64, 400 - first);
+        let by_time = all(&log, &ReadQuery { since_ns: Some(0), ..ReadQuery::default() });
+        assert_eq!(by_time.first().map(|e| e.position), Some(first), "a time read starts at the first retained event");
+        // Ids are remembered even for deleted events.
+        drop(log);
+        let log = Log::open(dir.path(), config).unwrap();
+        assert_eq!(log.bounds(), (first, 400));
+        assert_eq!(log.stream_version("a"), 400);
+        log.verify().unwrap();
+    }
+
+    #[test]
+    fn a_failed_fsync_latches_the_log_read_only() {
+        // After an fsync error the append reports it and every later write is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), StoreConfig { durability: Durability::Always, ..small() }).unwrap();
+        log.append_one(&draft("a", 0)).unwrap();
+        log.fail_next_syncs();
+        let error = log.append_one(&draft("a", 1)).unwrap_err();
+        assert!(matches!(&error, StoreError::ReadOnly { cause } if cause.contains("injected")), "{error}");
+        assert!(matches!(log.append_one(&draft("a", 2)), Err(StoreError::ReadOnly { .. })));
+        assert!(matches!(log.save_snapshot("a", 1, b"s"), Err(StoreError::ReadOnly { .. })));
+        assert_eq!(log.bounds().1, 1, "the unacknowledged event never became visible");
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    struct Counter {
+        name: String,
+        total: u64,
+    }
+
+    #[test]
+    fn snapshots_newest_wins_and_survive_reopen() {
+        // Snapshots are validated zero-copy, the highest version wins, and the helper replays after them.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = Log::open(dir.path(), small()).unwrap();
+            for n in 0..10 {
+                log.append_one(&draft("acc", n)).unwrap();
+            }
+            assert!(matches!(log.save_snapshot("none", 1, b""), Err(StoreError::StreamNotFound { .. })));
+            assert!(matches!(log.save_snapshot("acc", 11, b""), Err(StoreError::VersionConflict { current: 10, .. })));
+            let state = |total| rkyv::to_bytes::<rkyv::rancor::Error>(&Counter { name: "acc".into(), total }).unwrap();
+            log.save_snapshot("acc", 6, &state(6)).unwrap();
+            log.save_snapshot("acc", 4, &state(4)).unwrap();
+            log.save_snapshot("acc", 6, &state(66)).unwrap();
+            assert_eq!(log.metrics().total_snapshots, 3);
+        }
+        let log = Log::open(dir.path(), small()).unwrap();
+        let mut replayed = Vec::new();
+        let (snapshot, summary) = log
+            .load_aggregate("acc", &mut |view| {
+                replayed.push(view.aggregate_version);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        let snapshot = snapshot.unwrap();
+        assert_eq!(snapshot.version, 6);
+        assert_eq!(snapshot.access::<ArchivedCounter>().unwrap().total, 66);
+        assert!(snapshot.access::<rkyv::Archived<Vec<Counter>>>().is_err() || snapshot.state().len() < 16);
+        assert_eq!(replayed, vec![7, 8, 9, 10]);
+        assert_eq!(summary.version, 10);
+        assert_eq!(log.metrics().total_snapshots, 3);
+    }
+
+    #[test]
+    fn the_data_directory_is_guarded() {
+        // A second open is refused, and so is a directory holding files Herald did not write.
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), small()).unwrap();
+        assert!(matches!(Log::open(dir.path(), small()), Err(StoreError::Locked { .. })));
+        drop(log);
+        std::fs::write(dir.path().join("notes.txt"), "hi").unwrap();
+        let error = Log::open(dir.path(), small()).err().unwrap();
+        assert!(matches!(&error, StoreError::ForeignFile { path, .. } if path.ends_with("notes.txt")), "{error}");
+    }
+
+    #[test]
+    fn metrics_count_events_bytes_and_latencies() {
+        // Metrics move with appends and fsyncs.
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), StoreConfig { durability: Durability::Always, ..small() }).unwrap();
+        for n in 0..5 {
+            log.append_one(&draft("a", n)).unwrap();
+        }
+        let metrics = log.metrics();
+        assert_eq!(metrics.total_events, 5);
+        assert!(metrics.storage_bytes > 5 * 96);
+        assert_eq!(metrics.append_latency.count, 5);
+        assert!(metrics.fsync_latency.count >= 1 && metrics.fsync_latency.count <= 5);
+        assert!(metrics.append_latency.p99_ns >= metrics.append_latency.p50_ns);
     }
 }

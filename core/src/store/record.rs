@@ -40,7 +40,12 @@ pub(crate) struct RecordFields<'a> {
 /// Bytes the frame for `draft` takes (header and body).
 pub(crate) fn frame_len(draft: &EventDraft) -> usize {
     let metadata: usize = draft.metadata.iter().map(|(k, v)| 6 + k.len() + v.len()).sum();
-    FRAME_HEADER_BYTES + BODY_FIXED_BYTES + draft.event_type.len() + draft.aggregate_id.len() + metadata + draft.data.len()
+    FRAME_HEADER_BYTES
+        + BODY_FIXED_BYTES
+        + draft.event_type.len()
+        + draft.aggregate_id.len()
+        + metadata
+        + draft.data.len()
 }
 
 /// Writes the frame of `fields` into `dst`, which is exactly [`frame_len`] bytes and zeroed or

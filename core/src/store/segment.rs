@@ -90,9 +90,7 @@ pub(crate) fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> 
 
 /// Fsyncs a directory so that a create, rename or unlink inside it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(format!("fsync directory {}", dir.display())))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(format!("fsync directory {}", dir.display())))
 }
 
 impl Segment {
@@ -123,12 +121,8 @@ impl Segment {
         let context = format!("open segment {}", path.display());
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_error(context.clone()))?;
         let length = file.metadata().map_err(io_error(context.clone()))?.len();
-        let corrupt = |reason: String| StoreError::Corruption {
-            file: path.to_path_buf(),
-            offset: 0,
-            position: None,
-            reason,
-        };
+        let corrupt =
+            |reason: String| StoreError::Corruption { file: path.to_path_buf(), offset: 0, position: None, reason };
         let mut raw = [0u8; SEGMENT_HEADER_BYTES];
         if length < SEGMENT_HEADER_BYTES as u64 {
             return Err(corrupt(format!("file is {length} bytes, shorter than the segment header")));
@@ -142,7 +136,9 @@ impl Segment {
         }
         let version = read_u32(&raw, 8);
         if version != SEGMENT_FORMAT_VERSION {
-            return Err(corrupt(format!("segment format version {version}, this build reads {SEGMENT_FORMAT_VERSION}")));
+            return Err(corrupt(format!(
+                "segment format version {version}, this build reads {SEGMENT_FORMAT_VERSION}"
+            )));
         }
         if read_u64(&raw, 16) != first_position {
             return Err(corrupt(format!(
@@ -171,7 +167,14 @@ impl Segment {
         Ok(Segment::new(Mapping::Anonymous(map), None, base, capacity, first_position, SEGMENT_HEADER_BYTES))
     }
 
-    fn new(mapping: Mapping, path: Option<PathBuf>, base: *mut u8, capacity: usize, first: u64, written: usize) -> Self {
+    fn new(
+        mapping: Mapping,
+        path: Option<PathBuf>,
+        base: *mut u8,
+        capacity: usize,
+        first: u64,
+        written: usize,
+    ) -> Self {
         Segment {
             first_position: first,
             path,

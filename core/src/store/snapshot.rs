@@ -65,7 +65,10 @@ impl Snapshot {
         T: rkyv::Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
     {
         rkyv::access::<T, rancor::Error>(self.state()).map_err(|error| {
-            StoreError::Invalid(ValidationError::new("state", format!("not a valid archive of the requested type: {error}")))
+            StoreError::Invalid(ValidationError::new(
+                "state",
+                format!("not a valid archive of the requested type: {error}"),
+            ))
         })
     }
 }
@@ -152,7 +155,14 @@ impl SnapshotStore {
     }
 
     /// Appends a snapshot frame; with `sync`, fsyncs it before returning. Returns the bytes added.
-    pub fn save(&self, aggregate_id: &str, version: u64, timestamp_ns: u64, state: &[u8], sync: bool) -> Result<u64, StoreError> {
+    pub fn save(
+        &self,
+        aggregate_id: &str,
+        version: u64,
+        timestamp_ns: u64,
+        state: &[u8],
+        sync: bool,
+    ) -> Result<u64, StoreError> {
         let start = state_start(aggregate_id.len());
         let frame_len = start + state.len();
         let mut frame = vec![0u8; frame_len];
