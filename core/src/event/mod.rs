@@ -6,6 +6,7 @@
 //! and the limit it broke. Ids are UUIDs; a draft without an id gets a UUIDv7 at append time, so
 //! ids sort by creation time.
 
+mod id;
 mod json;
 pub mod time;
 
@@ -15,6 +16,7 @@ use std::fmt;
 use bytes::Bytes;
 pub use uuid::Uuid;
 
+pub use id::new_event_id;
 pub use json::{DraftJson, EventJson};
 
 /// Bytes allowed in `type` (1..=256) and in `aggregate_id` (1..=256, domain events).

@@ -60,6 +60,9 @@ pub(crate) fn decode_at(
         position: Some(position),
         reason,
     };
+    if offset >= limit || limit > segment.capacity() {
+        return Err(corrupt(format!("record offset {offset} outside the written bytes (..{limit})")));
+    }
     let region = segment.bytes(offset, limit);
     let Frame::Complete(length) = classify(region) else {
         return Err(corrupt("record missing or incomplete below the committed end".into()));

@@ -34,15 +34,17 @@ use super::{
     StoreMetrics, StreamSummary,
 };
 use crate::event::time::now_ns;
-use crate::event::{EventDraft, EventKind, Uuid, ValidationError};
+use crate::event::{new_event_id, EventDraft, EventKind, Uuid, ValidationError};
 
 const SEGMENTS_DIR: &str = "segments";
+/// How far ahead of the writer the prefault thread keeps pages faulted in.
+const PREFAULT_WINDOW_BYTES: usize = 8 * 1024 * 1024;
 const LOCK_FILE: &str = "LOCK";
 
 /// The event log (see the module docs of [`crate::store`]).
 pub struct Log {
     shared: Arc<Shared>,
-    maintenance: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -64,6 +66,7 @@ struct Shared {
     events_since_checkpoint: AtomicU64,
     stop: Mutex<bool>,
     stop_signal: Condvar,
+    prefault_wanted: Condvar,
     #[cfg(test)]
     fail_syncs: AtomicBool,
 }
@@ -187,18 +190,23 @@ impl Log {
             events_since_checkpoint: AtomicU64::new(0),
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
+            prefault_wanted: Condvar::new(),
             #[cfg(test)]
             fail_syncs: AtomicBool::new(false),
             config,
         });
-        let maintenance = shared.dir.is_some().then(|| {
+        let spawn = |name: &str, work: fn(&Shared)| {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
-                .name("herald-store".into())
-                .spawn(move || shared.maintain())
-                .unwrap_or_else(|error| panic!("cannot start the store maintenance thread: {error}"))
-        });
-        Log { shared, maintenance }
+                .name(name.into())
+                .spawn(move || work(&shared))
+                .unwrap_or_else(|error| panic!("cannot start the {name} thread: {error}"))
+        };
+        let mut threads = vec![spawn("herald-prefault", Shared::prefault)];
+        if shared.dir.is_some() {
+            threads.push(spawn("herald-store", Shared::maintain));
+        }
+        Log { shared, threads }
     }
 
     /// A cursor over the log per `query` (see [`Cursor`]).
@@ -334,7 +342,7 @@ impl Log {
 
     /// Syncs, checkpoints and closes, reporting what `drop` would only log.
     pub fn close(mut self) -> Result<(), StoreError> {
-        self.stop_maintenance();
+        self.stop_threads();
         self.shared.close()
     }
 
@@ -345,10 +353,11 @@ impl Log {
         state.index.approximate_bytes() + offsets
     }
 
-    fn stop_maintenance(&mut self) {
-        if let Some(handle) = self.maintenance.take() {
-            *self.shared.stop.lock() = true;
-            self.shared.stop_signal.notify_all();
+    fn stop_threads(&mut self) {
+        *self.shared.stop.lock() = true;
+        self.shared.stop_signal.notify_all();
+        self.shared.prefault_wanted.notify_all();
+        for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
     }
@@ -361,7 +370,7 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
-        self.stop_maintenance();
+        self.stop_threads();
         if let Err(error) = self.shared.close() {
             eprintln!("herald: closing the log: {error}");
         }
@@ -383,7 +392,8 @@ impl Shared {
             }
             batch_bytes += frame_len(draft);
         }
-        let ids: Vec<Uuid> = drafts.iter().map(|d| d.id.unwrap_or_else(Uuid::now_v7)).collect();
+        let clock_ns = now_ns();
+        let ids: Vec<Uuid> = drafts.iter().map(|d| d.id.unwrap_or_else(|| new_event_id(clock_ns))).collect();
 
         let mut state = self.state.lock();
         if let Some(cause) = self.failure.get() {
@@ -397,7 +407,7 @@ impl Shared {
         let versions = assign_versions(&state.index, drafts)?;
         let segment = self.room_for(&mut state, batch_bytes)?;
 
-        let timestamp_ns = now_ns().max(state.last_timestamp_ns);
+        let timestamp_ns = clock_ns.max(state.last_timestamp_ns);
         let first_position = state.next_position;
         let start = segment.written.load(Ordering::Relaxed);
         // SAFETY: we hold the append lock, so we are the only writer; the range starts at
@@ -432,6 +442,9 @@ impl Shared {
             }
         }
         segment.written.store(start + batch_bytes, Ordering::Release);
+        if start + batch_bytes + PREFAULT_WINDOW_BYTES / 2 > segment.populated.load(Ordering::Relaxed) {
+            self.prefault_wanted.notify_one();
+        }
         segment.last_timestamp_ns.store(timestamp_ns, Ordering::Relaxed);
         state.next_position += drafts.len() as u64;
         state.last_timestamp_ns = timestamp_ns;
@@ -459,7 +472,8 @@ impl Shared {
     ) -> Result<Option<Vec<Appended>>, StoreError> {
         let mut original = Vec::new();
         let mut conflicting = Vec::new();
-        for (draft, id) in drafts.iter().zip(ids) {
+        // Only publisher-given ids can be stored already: a generated UUIDv7 is fresh.
+        for (draft, id) in drafts.iter().zip(ids).filter(|(draft, _)| draft.id.is_some()) {
             if let Some(entry) = state.index.ids.get(id) {
                 if self.same_event(entry, draft) {
                     original.push(Appended {
@@ -660,6 +674,27 @@ impl Shared {
             self.checkpoint()
         } else {
             self.sync()
+        }
+    }
+
+    /// The prefault thread: keeps the active segment's pages faulted in ahead of the writer.
+    fn prefault(&self) {
+        loop {
+            {
+                let mut stop = self.stop.lock();
+                if *stop {
+                    return;
+                }
+                self.prefault_wanted.wait_for(&mut stop, Duration::from_millis(100));
+                if *stop {
+                    return;
+                }
+            }
+            let Some(segment) = self.view.read().last().cloned() else { continue };
+            let target = segment.written.load(Ordering::Acquire) + PREFAULT_WINDOW_BYTES;
+            if segment.populated.load(Ordering::Acquire) < target.min(segment.capacity()) && !segment.populate(target) {
+                return;
+            }
         }
     }
 
