@@ -56,7 +56,7 @@ fn draft(n: u64) -> EventDraft {
     let event_type = ["Opened", "Deposited", "Withdrawn"][(n % 3) as usize];
     let mut draft =
         EventDraft::new(event_type, aggregate_of(n), format!(r#"{{"n":{n},"pad":"{pad}"}}"#)).with_id(id_of(n));
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         draft = draft.with_metadata("source", format!("test-{n}"));
     }
     draft
@@ -90,7 +90,17 @@ fn build_log(dir: &Path, count: u64) -> Vec<Appended> {
     let log = open(dir);
     let appended: Vec<Appended> = (0..count).flat_map(|n| append(&log, &[n])).collect();
     close(log);
+    assert_acknowledged_in_order(&appended);
     appended
+}
+
+/// Checks acknowledgements against the model: positions 0, 1, 2… and per-aggregate versions 1, 2, 3….
+fn assert_acknowledged_in_order(appended: &[Appended]) {
+    for (i, a) in appended.iter().enumerate() {
+        let n = number_of(a.id).unwrap_or_else(|| panic!("acknowledged an unknown id {}", a.id));
+        let wanted = Appended { id: a.id, position: i as u64, aggregate_version: next_version(&appended[..i], n) };
+        assert_eq!(*a, wanted, "acknowledgement {i}");
+    }
 }
 
 /// Checks that the log holds exactly `expected` (positions `0..len`), each event byte for byte.
@@ -174,7 +184,8 @@ fn first_position(segment: &Path) -> u64 {
         .unwrap_or_else(|| panic!("{} is not named <20 digits>.seg", segment.display()))
 }
 
-/// The byte ranges of the frames in a segment file, walked from the header on.
+/// The byte ranges of the frames in a segment file (header and body, without the padding), walked
+/// from the header on.
 fn frames(segment: &Path) -> Vec<Range<usize>> {
     let bytes = fs::read(segment).unwrap_or_else(|error| panic!("reading {}: {error}", segment.display()));
     let mut frames = Vec::new();
@@ -187,7 +198,8 @@ fn frames(segment: &Path) -> Vec<Range<usize>> {
         let end = at + FRAME_HEADER_BYTES + body_len;
         assert!(end <= bytes.len(), "frame at {at} of {} runs past the file", segment.display());
         frames.push(at..end);
-        at = end;
+        // Frames start 8-aligned; the padding after a body is not part of its range.
+        at = end.div_ceil(8) * 8;
     }
     frames
 }
@@ -251,39 +263,70 @@ fn next_version(earlier: &[Appended], n: u64) -> u64 {
     1 + earlier.iter().filter(|a| number_of(a.id).map(aggregate_of).as_ref() == Some(&aggregate)).count() as u64
 }
 
-/// Reopens a damaged copy that should hold exactly `intact`, then appends event `extra` (which
-/// must land right after them) and checks both survive another reopen.
-fn check_recovers(dir: &Path, intact: &[Appended], extra: u64) -> Result<(), String> {
+/// Where a recovered log's records must end: the last segment (relative to the data directory)
+/// and the offset after the last intact record. Recovery zeroes everything after it.
+struct Tail {
+    segment: PathBuf,
+    end: usize,
+}
+
+/// Reopens a damaged copy that should hold exactly `intact`, checks the torn bytes were zeroed,
+/// then appends `redo` (which must land right after `intact`, as `redo_expected`) and checks that
+/// everything survives another reopen.
+fn recover_and_redo(
+    dir: &Path,
+    intact: &[Appended],
+    tail: &Tail,
+    redo: &[u64],
+    redo_expected: &[Appended],
+) -> Result<(), String> {
     let log = Log::open(dir, config()).map_err(|error| format!("open: {error}"))?;
     check_events(&log, intact).map_err(|problem| format!("after reopening: {problem}"))?;
-    let appended = log.append(&[draft(extra)]).map_err(|error| format!("append after recovery: {error}"))?;
-    let wanted =
-        Appended { id: id_of(extra), position: intact.len() as u64, aggregate_version: next_version(intact, extra) };
+    let file = dir.join(&tail.segment);
+    let bytes = fs::read(&file).map_err(|error| format!("reading {}: {error}", file.display()))?;
+    ensure!(bytes.len() == SEGMENT_BYTES, "{} is {} bytes, not its capacity", file.display(), bytes.len());
+    let dirty = bytes[tail.end..].iter().position(|&b| b != 0).map(|at| at + tail.end);
     ensure!(
-        appended == AppendOutcome::Appended(vec![wanted]),
-        "append after recovery gave {appended:?}, expected {wanted:?}"
+        dirty.is_none(),
+        "{} keeps torn bytes after the recovered end {}: byte {dirty:?}",
+        file.display(),
+        tail.end
+    );
+    let drafts: Vec<EventDraft> = redo.iter().map(|&n| draft(n)).collect();
+    let appended = log.append(&drafts).map_err(|error| format!("append after recovery: {error}"))?;
+    ensure!(
+        appended == AppendOutcome::Appended(redo_expected.to_vec()),
+        "append after recovery gave {appended:?}, expected {redo_expected:?}"
     );
     log.close().map_err(|error| format!("close: {error}"))?;
     let log = Log::open(dir, config()).map_err(|error| format!("second open: {error}"))?;
-    let mut all = intact.to_vec();
-    all.push(wanted);
+    let all: Vec<Appended> = intact.iter().chain(redo_expected).copied().collect();
     check_events(&log, &all).map_err(|problem| format!("after the second reopen: {problem}"))?;
     log.close().map_err(|error| format!("second close: {error}"))
 }
 
-/// Cuts the last segment of a copy of `original` at each offset and checks recovery, collecting
-/// the failures so a report shows every offset that does not recover.
-fn check_cuts(original: &Path, cuts: &[usize], keep_checkpoint: bool, intact: &[Appended], extra: u64) {
+/// The first few failure lines of a sweep, for its report.
+fn first_lines(failures: &[String]) -> String {
+    failures.iter().take(6).cloned().collect::<Vec<_>>().join("\n")
+}
+
+/// Cuts the last segment of a copy of `original` at each offset and checks recovery to `intact`
+/// (whose last record ends at `end`), collecting the failures so a report shows every offset that
+/// does not recover.
+fn check_cuts(original: &Path, cuts: &[usize], keep_checkpoint: bool, intact: &[Appended], end: usize) {
     let last = segment_files(original).pop().unwrap_or_default();
-    let last = PathBuf::from("segments").join(last.file_name().unwrap_or_default());
+    let tail = Tail { segment: PathBuf::from("segments").join(last.file_name().unwrap_or_default()), end };
+    let extra = 500;
+    let redo =
+        [Appended { id: id_of(extra), position: intact.len() as u64, aggregate_version: next_version(intact, extra) }];
     let mut failures = Vec::new();
     for &cut in cuts {
         let copy = copy_of(original);
-        truncate(&copy.path().join(&last), cut);
+        truncate(&copy.path().join(&tail.segment), cut);
         if !keep_checkpoint {
             remove_checkpoint(copy.path());
         }
-        if let Err(problem) = check_recovers(copy.path(), intact, extra) {
+        if let Err(problem) = recover_and_redo(copy.path(), intact, &tail, &[extra], &redo) {
             failures.push(format!("cut at byte {cut}: {problem}"));
         }
     }
@@ -293,9 +336,9 @@ fn check_cuts(original: &Path, cuts: &[usize], keep_checkpoint: bool, intact: &[
          failures:\n{}",
         failures.len(),
         cuts.len(),
-        last.display(),
+        tail.segment.display(),
         intact.len(),
-        failures.iter().take(6).cloned().collect::<Vec<_>>().join("\n")
+        first_lines(&failures)
     );
 }
 
@@ -309,7 +352,7 @@ fn a_torn_last_record_is_truncated_at_every_cut() {
     assert!(segment_files(original.path()).len() >= 2, "the log should span several segments");
     let (_, last) = &locations[count as usize - 1];
     let cuts: Vec<usize> = last.clone().collect();
-    check_cuts(original.path(), &cuts, false, &appended[..count as usize - 1], 500);
+    check_cuts(original.path(), &cuts, false, &appended[..count as usize - 1], last.start);
 }
 
 #[test]
@@ -323,58 +366,97 @@ fn a_torn_last_record_is_truncated_despite_a_stale_checkpoint() {
     let (_, last) = &locations[count as usize - 1];
     let cuts =
         [last.start, last.start + 1, last.start + 3, last.start + 4, last.start + 8, last.start + 60, last.end - 1];
-    check_cuts(original.path(), &cuts, true, &appended[..count as usize - 1], 500);
+    check_cuts(original.path(), &cuts, true, &appended[..count as usize - 1], last.start);
+}
+
+/// A log of 16 single events, then a batch of three as the last write, all in its last segment.
+struct BatchLog {
+    dir: TempDir,
+    before: Vec<Appended>,
+    batch: [u64; 3],
+    batch_appended: Vec<Appended>,
+    /// The last segment (relative to the data directory) and the batch's three frames in it.
+    segment: PathBuf,
+    frames: Vec<Range<usize>>,
+}
+
+fn build_batch_log() -> BatchLog {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let count = 16;
+    let before = build_log(dir.path(), count);
+    assert!(segment_files(dir.path()).len() >= 2, "the log should span several segments");
+    let batch = [100, 101, 105];
+    let log = open(dir.path());
+    let batch_appended = append(&log, &batch);
+    close(log);
+    let locations = record_locations(dir.path(), count + 3);
+    let (segment, _) = &locations[count as usize];
+    let last = segment_files(dir.path()).pop().unwrap_or_default();
+    assert_eq!(last.file_name(), Some(segment.as_os_str()), "the batch is in the last segment");
+    let in_batch = &locations[count as usize..];
+    assert!(in_batch.iter().all(|(s, _)| s == segment), "a batch lies in one segment: {in_batch:?}");
+    let frames = in_batch.iter().map(|(_, frame)| frame.clone()).collect();
+    assert_acknowledged_in_order(&before.iter().chain(&batch_appended).copied().collect::<Vec<_>>());
+    let segment = PathBuf::from("segments").join(segment);
+    BatchLog { dir, before, batch, batch_appended, segment, frames }
 }
 
 #[test]
 fn a_torn_batch_disappears_whole() {
     // Proves that a batch whose third record is torn is dropped entirely, and its ids can be appended again.
-    let original = tempfile::tempdir().expect("a temporary directory");
-    let count = 12;
-    let mut appended = build_log(original.path(), count);
-    let batch = [100, 101, 105];
-    let log = open(original.path());
-    let batch_appended = append(&log, &batch);
-    close(log);
-    let locations = record_locations(original.path(), count + 3);
-    let batch_locations = &locations[count as usize..];
-    assert!(
-        batch_locations.iter().all(|(segment, _)| *segment == batch_locations[0].0),
-        "a batch lies in one segment: {batch_locations:?}"
-    );
-    let last = segment_files(original.path()).pop().unwrap_or_default();
-    assert_eq!(last.file_name(), Some(batch_locations[0].0.as_os_str()), "the batch is in the last segment");
-
+    let log = build_batch_log();
+    let tail = Tail { segment: log.segment.clone(), end: log.frames[0].start };
     let mut failures = Vec::new();
-    for cut in batch_locations[2].1.clone() {
-        let copy = copy_of(original.path());
-        truncate(&copy.path().join("segments").join(&batch_locations[0].0), cut);
+    for cut in log.frames[2].clone() {
+        let copy = copy_of(log.dir.path());
+        truncate(&copy.path().join(&log.segment), cut);
         remove_checkpoint(copy.path());
-        let result = (|| -> Result<(), String> {
-            let log = Log::open(copy.path(), config()).map_err(|error| format!("open: {error}"))?;
-            check_events(&log, &appended)?;
-            let again = log.append(&batch.map(draft)).map_err(|error| format!("appending the batch again: {error}"))?;
-            ensure!(again == AppendOutcome::Appended(batch_appended.clone()), "the batch again gave {again:?}");
-            log.close().map_err(|error| format!("close: {error}"))
-        })();
-        if let Err(problem) = result {
+        if let Err(problem) = recover_and_redo(copy.path(), &log.before, &tail, &log.batch, &log.batch_appended) {
             failures.push(format!("cut at byte {cut}: {problem}"));
         }
     }
     assert!(
         failures.is_empty(),
-        "{} of {} cuts inside the batch's third record did not recover to the {count} events before it; first \
+        "{} of {} cuts inside the batch's third record did not recover to the {} events before it; first \
          failures:\n{}",
         failures.len(),
-        batch_locations[2].1.len(),
-        failures.iter().take(6).cloned().collect::<Vec<_>>().join("\n")
+        log.frames[2].len(),
+        log.before.len(),
+        first_lines(&failures)
     );
+}
 
-    // And the original, untouched, still holds the whole batch.
-    appended.extend(batch_appended);
-    let log = open(original.path());
-    assert_events(&log, &appended);
-    close(log);
+#[test]
+fn records_whose_length_was_never_stored_are_dropped_with_their_batch() {
+    // Proves that a batch the writer did not finish (a record still without its length) is dropped whole.
+    // The writer stores a record's length last, so this is what a crash in the middle of a batch leaves;
+    // the unpublished records' other bytes stay behind, and recovery must zero them.
+    let log = build_batch_log();
+    let tail = Tail { segment: log.segment.clone(), end: log.frames[0].start };
+    let all: Vec<Appended> = log.before.iter().chain(&log.batch_appended).copied().collect();
+    for unpublished in [&[2][..], &[1, 2], &[0, 1, 2]] {
+        for keep_checkpoint in [false, true] {
+            let copy = copy_of(log.dir.path());
+            let file = copy.path().join(&log.segment);
+            let mut bytes = fs::read(&file).unwrap_or_else(|error| panic!("reading {}: {error}", file.display()));
+            for &record in unpublished {
+                bytes[log.frames[record].start..log.frames[record].start + 4].fill(0);
+            }
+            fs::write(&file, bytes).unwrap_or_else(|error| panic!("writing {}: {error}", file.display()));
+            if !keep_checkpoint {
+                remove_checkpoint(copy.path());
+            }
+            if let Err(problem) = recover_and_redo(copy.path(), &log.before, &tail, &log.batch, &log.batch_appended) {
+                panic!(
+                    "batch records {unpublished:?} without a length (checkpoint kept: {keep_checkpoint}): {problem}"
+                );
+            }
+        }
+    }
+    // The original, untouched, still holds the whole batch.
+    let reopened = open(log.dir.path());
+    assert_events(&reopened, &all);
+    close(reopened);
 }
 
 /// Byte offsets inside a frame to flip a bit at: the checksum, the position, the id, the kind,
@@ -466,6 +548,47 @@ fn a_flipped_bit_in_a_record_is_found_by_verify_with_a_checkpoint() {
             close(log);
         }
     }
+}
+
+#[test]
+fn a_flipped_bit_in_a_record_length_is_reported_not_truncated() {
+    // Proves that a damaged length field of a record followed by intact records is reported, never cut off.
+    let original = tempfile::tempdir().expect("a temporary directory");
+    let count = 30;
+    let appended = build_log(original.path(), count);
+    remove_checkpoint(original.path());
+    let locations = record_locations(original.path(), count);
+    let mut failures = Vec::new();
+    for position in middle_records(&locations) {
+        let (segment, frame) = &locations[position];
+        for bit in 0..32 {
+            let copy = copy_of(original.path());
+            let file = copy.path().join("segments").join(segment);
+            flip_bit(&file, frame.start + bit / 8, (bit % 8) as u8);
+            let what = format!("record {position} in {}, bit {bit} of body_len flipped", segment.display());
+            match Log::open(copy.path(), config()) {
+                Err(StoreError::Corruption { position: Some(at), .. }) if at == position as u64 => {}
+                Err(other) => failures.push(format!("{what}: expected corruption at position {position}, got {other}")),
+                Ok(log) => {
+                    let bounds = log.bounds();
+                    drop(log);
+                    let left = frames(&file).len();
+                    failures.push(format!(
+                        "{what}: open succeeded with bounds {bounds:?} of {} acknowledged events; {} now holds {left} \
+                         records",
+                        appended.len(),
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 64 length flips were not reported; first ones:\n{}",
+        failures.len(),
+        first_lines(&failures)
+    );
 }
 
 #[test]
@@ -664,6 +787,42 @@ fn a_torn_snapshot_is_dropped_and_the_previous_one_loads() {
 }
 
 #[test]
+fn a_flipped_bit_in_a_snapshot_length_is_reported_not_truncated() {
+    // Proves that a damaged length of a snapshot frame followed by intact frames is reported, never cut off.
+    let original = tempfile::tempdir().expect("a temporary directory");
+    build_snapshots(original.path());
+    let frames = snapshot_frames(&original.path().join("snapshots.dat"));
+    let mut failures = Vec::new();
+    for frame in &frames[..2] {
+        for bit in 0..32 {
+            let copy = copy_of(original.path());
+            let file = copy.path().join("snapshots.dat");
+            flip_bit(&file, frame.start + bit / 8, (bit % 8) as u8);
+            let what = format!("bit {bit} of the length of the frame at {} flipped", frame.start);
+            match Log::open(copy.path(), config()) {
+                Err(StoreError::Corruption { file: named, .. }) if named == file => {}
+                Err(other) => failures.push(format!("{what}: expected corruption naming snapshots.dat, got {other}")),
+                Ok(log) => {
+                    let loaded = log.load_snapshot(SNAPSHOT_AGGREGATE).map(|s| s.map(|s| s.version));
+                    drop(log);
+                    let left = fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                    failures.push(format!(
+                        "{what}: open succeeded, the newest snapshot is now {loaded:?} and snapshots.dat was cut to \
+                         {left} bytes"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 64 length flips were not reported; first ones:\n{}",
+        failures.len(),
+        first_lines(&failures)
+    );
+}
+
+#[test]
 fn a_flipped_bit_in_a_snapshot_frame_is_reported() {
     // Proves that a bit flip in a complete snapshot frame's checked bytes makes open report snapshots.dat.
     let original = tempfile::tempdir().expect("a temporary directory");
@@ -677,8 +836,13 @@ fn a_flipped_bit_in_a_snapshot_frame_is_reported() {
                 let file = copy.path().join("snapshots.dat");
                 flip_bit(&file, offset, bit);
                 match open_error(copy.path()) {
-                    StoreError::Corruption { file: named, offset: at, .. } if named == file && at == frame.start as u64 => {}
-                    other => panic!("bit {bit} of snapshots.dat byte {offset} flipped: expected corruption naming it at offset {}, got {other:?}", frame.start),
+                    StoreError::Corruption { file: named, offset: at, .. }
+                        if named == file && at == frame.start as u64 => {}
+                    other => panic!(
+                        "bit {bit} of snapshots.dat byte {offset} flipped: expected corruption naming it at offset \
+                         {}, got {other:?}",
+                        frame.start
+                    ),
                 }
             }
         }

@@ -58,13 +58,15 @@ impl Default for StoreConfig {
 /// The smallest segment allowed: room for the header and a few small records.
 pub const MIN_SEGMENT_BYTES: usize = 4096;
 /// The largest segment allowed (record offsets inside a segment are 32-bit).
-pub const MAX_SEGMENT_BYTES: usize = u32::MAX as usize;
+pub const MAX_SEGMENT_BYTES: usize = (u32::MAX as usize) / 4096 * 4096;
 
 impl StoreConfig {
     pub(crate) fn check(&self) -> Result<(), StoreError> {
-        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes)
+            || !self.segment_bytes.is_multiple_of(4096)
+        {
             return Err(StoreError::Config(format!(
-                "segment_bytes must be {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}, got {}",
+                "segment_bytes must be a multiple of 4096 in {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}, got {}",
                 self.segment_bytes
             )));
         }

@@ -4,7 +4,7 @@
 //!   not even when retention deletes their segment, so idempotency reaches back to the start of
 //!   the log (the cost: about 40 bytes of memory per event ever appended).
 //! - streams: aggregate id → positions of its domain events; a version is an index + 1.
-//! - types: event type → positions, every kind.
+//! - types: event type → positions, one list per kind (so a read by kind and type is exact).
 //! - time needs no index: timestamps never decrease along positions, so a binary search over the
 //!   records finds a time (see `Log::position_at_time`).
 //!
@@ -37,7 +37,12 @@ pub(crate) struct IdEntry {
 pub(crate) struct Index {
     pub ids: HashMap<Uuid, IdEntry, Hasher>,
     pub streams: HashMap<Box<str>, Vec<u64>, Hasher>,
-    pub types: HashMap<Box<str>, Vec<u64>, Hasher>,
+    pub types: HashMap<Box<str>, [Vec<u64>; 3], Hasher>,
+}
+
+/// The slot of a kind in a `[_; 3]` per-kind array.
+pub(crate) fn kind_slot(kind: EventKind) -> usize {
+    kind as usize - 1
 }
 
 impl Index {
@@ -59,16 +64,50 @@ impl Index {
         if kind == EventKind::Domain {
             push(&mut self.streams, aggregate_id, position);
         }
-        push(&mut self.types, event_type, position);
+        match self.types.get_mut(event_type) {
+            Some(lists) => lists[kind_slot(kind)].push(position),
+            None => {
+                let mut lists: [Vec<u64>; 3] = Default::default();
+                lists[kind_slot(kind)].push(position);
+                self.types.insert(event_type.into(), lists);
+            }
+        }
+    }
+
+    /// The positions of `event_type` (of `kind`, or of every kind merged) in `[from, end)`, at
+    /// most `limit` of them.
+    pub fn type_positions(
+        &self,
+        event_type: &str,
+        kind: Option<EventKind>,
+        from: u64,
+        end: u64,
+        limit: usize,
+    ) -> Vec<u64> {
+        let Some(lists) = self.types.get(event_type) else { return Vec::new() };
+        let window = |list: &[u64]| -> Vec<u64> {
+            let start = list.partition_point(|&p| p < from);
+            let stop = list.partition_point(|&p| p < end);
+            list[start..stop.max(start)].iter().take(limit).copied().collect()
+        };
+        match kind {
+            Some(kind) => window(&lists[kind_slot(kind)]),
+            None => {
+                let mut merged: Vec<u64> = lists.iter().flat_map(|list| window(list)).collect();
+                merged.sort_unstable();
+                merged.truncate(limit);
+                merged
+            }
+        }
     }
 
     /// Bytes of heap the index uses, roughly (for the benchmark report).
     pub fn approximate_bytes(&self) -> usize {
         let ids = self.ids.capacity() * (std::mem::size_of::<(Uuid, IdEntry)>() + 1);
-        let lists = |map: &HashMap<Box<str>, Vec<u64>, Hasher>| -> usize {
-            map.iter().map(|(k, v)| k.len() + 48 + v.capacity() * 8).sum()
-        };
-        ids + lists(&self.streams) + lists(&self.types)
+        let streams: usize = self.streams.iter().map(|(k, v)| k.len() + 48 + v.capacity() * 8).sum();
+        let types: usize =
+            self.types.iter().map(|(k, v)| k.len() + 96 + v.iter().map(|l| l.capacity() * 8).sum::<usize>()).sum();
+        ids + streams + types
     }
 }
 
@@ -93,6 +132,8 @@ pub(crate) struct SegmentState {
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
 pub(crate) struct NamedPositions {
     pub name: String,
+    /// The kind (for types; streams hold domain events only).
+    pub kind: u8,
     pub positions: Vec<u64>,
 }
 
@@ -121,11 +162,26 @@ pub(crate) const CHECKPOINT_FILE: &str = "index.ckpt";
 
 impl CheckpointData {
     pub fn capture(index: &Index, next_position: u64, last_timestamp_ns: u64, segments: Vec<SegmentState>) -> Self {
-        let named = |map: &HashMap<Box<str>, Vec<u64>, Hasher>| {
-            map.iter()
-                .map(|(name, positions)| NamedPositions { name: name.to_string(), positions: positions.clone() })
-                .collect()
-        };
+        let streams = index
+            .streams
+            .iter()
+            .map(|(name, positions)| NamedPositions {
+                name: name.to_string(),
+                kind: EventKind::Domain as u8,
+                positions: positions.clone(),
+            })
+            .collect();
+        let types = index
+            .types
+            .iter()
+            .flat_map(|(name, lists)| {
+                lists.iter().enumerate().filter(|(_, list)| !list.is_empty()).map(|(slot, list)| NamedPositions {
+                    name: name.to_string(),
+                    kind: slot as u8 + 1,
+                    positions: list.clone(),
+                })
+            })
+            .collect();
         CheckpointData {
             next_position,
             last_timestamp_ns,
@@ -139,8 +195,8 @@ impl CheckpointData {
                     aggregate_version: entry.aggregate_version,
                 })
                 .collect(),
-            streams: named(&index.streams),
-            types: named(&index.types),
+            streams,
+            types,
         }
     }
 
@@ -214,14 +270,14 @@ impl Index {
                 IdEntry { position: row.position.to_native(), aggregate_version: row.aggregate_version.to_native() },
             );
         }
-        let fill = |map: &mut HashMap<Box<str>, Vec<u64>, Hasher>,
-                    rows: &rkyv::vec::ArchivedVec<ArchivedNamedPositions>| {
-            for row in rows.iter() {
-                map.insert(row.name.as_str().into(), row.positions.iter().map(|p| p.to_native()).collect());
-            }
-        };
-        fill(&mut index.streams, &data.streams);
-        fill(&mut index.types, &data.types);
+        for row in data.streams.iter() {
+            index.streams.insert(row.name.as_str().into(), row.positions.iter().map(|p| p.to_native()).collect());
+        }
+        for row in data.types.iter() {
+            let Some(kind) = EventKind::from_u8(row.kind) else { continue };
+            let lists = index.types.entry(row.name.as_str().into()).or_default();
+            lists[kind_slot(kind)] = row.positions.iter().map(|p| p.to_native()).collect();
+        }
         index
     }
 }

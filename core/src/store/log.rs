@@ -26,7 +26,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::cursor::{decode_at, locate, Cursor, Source};
 use super::index::{archived, ArchivedCheckpointData, CheckpointData, IdEntry, Index, SegmentState, CHECKPOINT_FILE};
 use super::metrics::Recorder;
-use super::record::{classify, frame_len, write_frame, EventView, Frame, RecordFields};
+use super::record::{
+    classify, frame_len, frame_len_for_body, write_frame, EventView, Frame, RecordFields, FRAME_HEADER_BYTES,
+};
 use super::segment::{io_error, parse_segment_file_name, sync_dir, Segment, SEGMENT_HEADER_BYTES};
 use super::snapshot::{SnapshotStore, SNAPSHOT_FILE};
 use super::{
@@ -212,8 +214,9 @@ impl Log {
     /// A cursor over the log per `query` (see [`Cursor`]).
     pub fn cursor(&self, query: &ReadQuery) -> Result<Cursor, StoreError> {
         let shared = &self.shared;
-        let segments = Arc::clone(&shared.view.read());
+        // The watermark first: every segment holding a position below it is then in the list.
         let end = shared.visible.load(Ordering::Acquire);
+        let segments = Arc::clone(&shared.view.read());
         let mut from = query.from_position;
         if let Some(since) = query.since_ns {
             from = from.max(position_at_time(&segments, end, since));
@@ -224,12 +227,9 @@ impl Log {
         }
         let source = match &query.event_type {
             Some(event_type) => {
-                let state = shared.state.lock();
-                let positions = state.index.types.get(event_type.as_str()).map_or(&[][..], Vec::as_slice);
-                let start = positions.partition_point(|&p| p < from);
-                let stop = positions.partition_point(|&p| p < end);
-                let take = (stop.saturating_sub(start)).min(query.limit);
-                Source::Positions { positions: positions[start..start + take].to_vec(), next: 0 }
+                let positions =
+                    shared.state.lock().index.type_positions(event_type, query.kind, from, end, query.limit);
+                Source::Positions { positions, next: 0 }
             }
             None => {
                 let (segment, offset) = if from < end { locate(&segments, from)? } else { (segments.len() - 1, 0) };
@@ -256,8 +256,8 @@ impl Log {
         limit: usize,
     ) -> Result<(Cursor, u64), StoreError> {
         let shared = &self.shared;
-        let segments = Arc::clone(&shared.view.read());
         let end = shared.visible.load(Ordering::Acquire);
+        let segments = Arc::clone(&shared.view.read());
         let (positions, version) = {
             let state = shared.state.lock();
             let all = state.index.streams.get(aggregate_id).map_or(&[][..], Vec::as_slice);
@@ -287,8 +287,8 @@ impl Log {
 
     /// Walks every record of every segment, checking checksums, positions and the indexes.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        let segments = Arc::clone(&self.shared.view.read());
         let state = self.shared.state.lock();
+        let segments = Arc::clone(&self.shared.view.read());
         let mut report = VerifyReport {
             segments: segments.len(),
             records: 0,
@@ -401,6 +401,11 @@ impl Shared {
         }
         if let Some(original) = self.stored_already(&state, drafts, &ids)? {
             drop(state);
+            if self.config.durability == Durability::Always {
+                // The originals may still be waiting for their fsync: acknowledge only durable events.
+                let end = original.iter().map(|a| a.position + 1).max().unwrap_or(0);
+                self.wait_durable(end)?;
+            }
             self.recorder.record_append(started.elapsed());
             return Ok(AppendOutcome::AlreadyAppended(original));
         }
@@ -799,9 +804,16 @@ fn lock_directory(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
+/// A segment file as found at open, before recovery touched it.
+struct SegmentFile {
+    first: u64,
+    path: PathBuf,
+    length: u64,
+}
+
 /// The segment files in position order; refuses anything else in the directory, and removes
 /// the temporary files a crash can leave (never-renamed segments, unfinished checkpoints).
-fn list_segment_files(dir: &Path, segments_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+fn list_segment_files(dir: &Path, segments_dir: &Path) -> Result<Vec<SegmentFile>, StoreError> {
     let read = |path: &Path| -> Result<Vec<(String, PathBuf)>, StoreError> {
         let entries = std::fs::read_dir(path).map_err(io_error(format!("list {}", path.display())))?;
         entries
@@ -823,21 +835,22 @@ fn list_segment_files(dir: &Path, segments_dir: &Path) -> Result<Vec<(u64, PathB
     let mut files = Vec::new();
     for (name, path) in read(segments_dir)? {
         if let Some(first) = parse_segment_file_name(&name) {
-            files.push((first, path));
+            let length = std::fs::metadata(&path).map_err(io_error(format!("stat {}", path.display())))?.len();
+            files.push(SegmentFile { first, path, length });
         } else if name.strip_suffix(".tmp").and_then(parse_segment_file_name).is_some() {
             std::fs::remove_file(&path).map_err(io_error(format!("remove {}", path.display())))?;
         } else {
             return Err(StoreError::ForeignFile { path, reason: "not a segment file (<20 digits>.seg)".into() });
         }
     }
-    files.sort();
+    files.sort_by_key(|file| file.first);
     Ok(files)
 }
 
 fn recover_without_checkpoint(
     config: &StoreConfig,
     segments_dir: &Path,
-    files: &[(u64, PathBuf)],
+    files: &[SegmentFile],
 ) -> Result<Recovered, StoreError> {
     match recover(config, segments_dir, files, None) {
         Ok(recovered) => Ok(recovered),
@@ -850,7 +863,7 @@ fn recover_without_checkpoint(
 fn recover(
     config: &StoreConfig,
     segments_dir: &Path,
-    files: &[(u64, PathBuf)],
+    files: &[SegmentFile],
     checkpoint: Option<&ArchivedCheckpointData>,
 ) -> Result<Recovered, RecoverError> {
     let mut index = checkpoint.map(Index::from_checkpoint).unwrap_or_default();
@@ -871,9 +884,9 @@ fn recover(
         return Ok(Recovered { index, segments: vec![Arc::new(segment)], next_position: 0, last_timestamp_ns: 0 });
     }
     let mut segments = Vec::with_capacity(files.len());
-    let mut next_position = files[0].0;
+    let mut next_position = files[0].first;
     let mut last_timestamp_ns = 0;
-    for (i, (first, path)) in files.iter().enumerate() {
+    for (i, SegmentFile { first, path, length }) in files.iter().enumerate() {
         let is_last = i + 1 == files.len();
         if *first != next_position {
             return Err(StoreError::Corruption {
@@ -884,7 +897,7 @@ fn recover(
             }
             .into());
         }
-        let segment = Segment::open(path, *first, is_last)?;
+        let segment = Segment::open(path, *first, is_last, *length)?;
         let mut scan_from = SEGMENT_HEADER_BYTES;
         if let Some(&at) = covered.get(first) {
             let state = &checkpoint.unwrap_or_else(|| unreachable!()).segments[at];
@@ -945,31 +958,54 @@ fn scan(
     index: &mut Index,
 ) -> Result<Scanned, StoreError> {
     let capacity = segment.capacity();
-    let file = || segment.path.clone().unwrap_or_default();
+    // Only the bytes the file really had: the last file may have been grown back with zeros.
+    let data_end = segment.length_at_open.max(offset);
+    let corrupt = |offset: usize, position: u64, reason: String| StoreError::Corruption {
+        file: segment.path.clone().unwrap_or_default(),
+        offset: offset as u64,
+        position: Some(position),
+        reason,
+    };
     let mut position = first_position;
     let mut committed_end = offset;
     let mut pending: Vec<(usize, EventView<'_>)> = Vec::new();
     let mut scanned = Scanned { count: 0, last_timestamp_ns: 0 };
     let mut offsets = segment.offsets.write();
     let torn = loop {
-        let region = segment.bytes(offset, capacity);
+        let region = segment.bytes(offset, data_end);
         match classify(region) {
-            Frame::End => break !pending.is_empty(),
-            Frame::Incomplete => break true,
+            Frame::End => {
+                // Bytes after a zero length are records whose length was never stored (a crash
+                // mid-write; after a power loss, any pages of unsynced appends): a torn tail in
+                // the last segment. A sealed segment was complete before the next one began.
+                if region.iter().any(|&b| b != 0) {
+                    if !is_last {
+                        return Err(corrupt(offset, position, "data after a zero record length".into()));
+                    }
+                    break true;
+                }
+                break !pending.is_empty();
+            }
+            Frame::Incomplete => {
+                if region.len() >= FRAME_HEADER_BYTES {
+                    // No crash stores a length that overruns the segment: the writer never does,
+                    // and an aligned length is never torn. So this is damage.
+                    let claimed = frame_len_for_body(super::record::read_u32(region, 0));
+                    if claimed > capacity - offset {
+                        return Err(corrupt(
+                            offset,
+                            position,
+                            format!("record length {claimed} runs past the segment"),
+                        ));
+                    }
+                }
+                break true;
+            }
             Frame::Complete(length) => {
-                let view = EventView::decode(&region[..length]).map_err(|error| StoreError::Corruption {
-                    file: file(),
-                    offset: offset as u64,
-                    position: Some(position),
-                    reason: error.to_string(),
-                })?;
+                let view = EventView::decode(&region[..length])
+                    .map_err(|error| corrupt(offset, position, error.to_string()))?;
                 if view.position != position {
-                    return Err(StoreError::Corruption {
-                        file: file(),
-                        offset: offset as u64,
-                        position: Some(position),
-                        reason: format!("record holds position {}, expected {position}", view.position),
-                    });
+                    return Err(corrupt(offset, position, format!("record holds position {}", view.position)));
                 }
                 let batch_done = view.batch_remaining == 0;
                 pending.push((offset, view));
@@ -995,12 +1031,11 @@ fn scan(
         }
     };
     if torn && !is_last {
-        return Err(StoreError::Corruption {
-            file: file(),
-            offset: committed_end as u64,
-            position: Some(first_position + scanned.count),
-            reason: "incomplete record in a sealed segment".into(),
-        });
+        return Err(corrupt(
+            committed_end,
+            first_position + scanned.count,
+            "incomplete record in a sealed segment".into(),
+        ));
     }
     drop(pending);
     if is_last {
@@ -1017,8 +1052,7 @@ fn scan(
 /// Zeroes whatever a torn write left after `end`, so the next append starts on clean bytes.
 #[allow(unsafe_code)] // one call to `Segment::writable`, justified below
 fn zero_tail(segment: &Segment, end: usize) -> Result<(), StoreError> {
-    let capacity = segment.capacity();
-    let tail = segment.bytes(end, capacity);
+    let tail = segment.bytes(end, segment.length_at_open.max(end));
     let Some(last_dirty) = tail.iter().rposition(|&b| b != 0) else { return Ok(()) };
     // SAFETY: recovery runs before the log is shared; nobody else reads or writes this segment,
     // and `written` is still at most `end` (it is set after this call).

@@ -3,8 +3,9 @@
 //! Layout (all integers little-endian, see `docs/storage.md`):
 //!
 //! ```text
-//! frame:  body_len u32 | crc32c u32 | body (body_len bytes)
-//!         crc32c covers body_len's four bytes followed by the body.
+//! frame:  body_len u32 | crc32c u32 | body (body_len bytes) | zero padding to a multiple of 8
+//!         crc32c covers body_len's four bytes followed by the body. Frames start 8-aligned, so
+//!         a length never straddles a page or sector boundary.
 //! body:   0 position u64 | 8 timestamp_ns u64 | 16 aggregate_version u64 | 24 id [16]
 //!        40 correlation_id [16] | 56 causation_id [16] | 72 kind u8 | 73 flags u8
 //!        74 type_len u16 | 76 batch_remaining u32 | 80 aggregate_len u16 | 82 reserved u16
@@ -26,6 +27,17 @@ pub(crate) const FRAME_HEADER_BYTES: usize = 8;
 /// The fixed part of a body.
 pub(crate) const BODY_FIXED_BYTES: usize = 96;
 const FLAG_HAS_CAUSATION: u8 = 1;
+/// Frames start at multiples of this.
+pub(crate) const FRAME_ALIGN: usize = 8;
+
+fn aligned(length: usize) -> usize {
+    length.div_ceil(FRAME_ALIGN) * FRAME_ALIGN
+}
+
+fn body_len_of(draft: &EventDraft) -> usize {
+    let metadata: usize = draft.metadata.iter().map(|(k, v)| 6 + k.len() + v.len()).sum();
+    BODY_FIXED_BYTES + draft.event_type.len() + draft.aggregate_id.len() + metadata + draft.data.len()
+}
 
 /// Everything a record holds, with the fields the store assigns filled in.
 pub(crate) struct RecordFields<'a> {
@@ -39,13 +51,7 @@ pub(crate) struct RecordFields<'a> {
 
 /// Bytes the frame for `draft` takes (header and body).
 pub(crate) fn frame_len(draft: &EventDraft) -> usize {
-    let metadata: usize = draft.metadata.iter().map(|(k, v)| 6 + k.len() + v.len()).sum();
-    FRAME_HEADER_BYTES
-        + BODY_FIXED_BYTES
-        + draft.event_type.len()
-        + draft.aggregate_id.len()
-        + metadata
-        + draft.data.len()
+    aligned(FRAME_HEADER_BYTES + body_len_of(draft))
 }
 
 /// Writes the frame of `fields` into `dst`, which is exactly [`frame_len`] bytes and zeroed or
@@ -53,8 +59,9 @@ pub(crate) fn frame_len(draft: &EventDraft) -> usize {
 /// leaves a zero length (the end of the data), never a half record behind a valid length.
 pub(crate) fn write_frame(dst: &mut [u8], fields: &RecordFields<'_>) {
     let draft = fields.draft;
-    let body_len = dst.len() - FRAME_HEADER_BYTES;
-    let body = &mut dst[FRAME_HEADER_BYTES..];
+    let body_len = body_len_of(draft);
+    dst[FRAME_HEADER_BYTES + body_len..].fill(0);
+    let body = &mut dst[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + body_len];
     body[0..8].copy_from_slice(&fields.position.to_le_bytes());
     body[8..16].copy_from_slice(&fields.timestamp_ns.to_le_bytes());
     body[16..24].copy_from_slice(&fields.aggregate_version.to_le_bytes());
@@ -88,10 +95,15 @@ pub(crate) fn write_frame(dst: &mut [u8], fields: &RecordFields<'_>) {
     debug_assert_eq!(at, body_len);
     let len_bytes = (body_len as u32).to_le_bytes();
     let mut crc = crc32c::crc32c(&len_bytes);
-    crc = crc32c::crc32c_append(crc, &dst[FRAME_HEADER_BYTES..]);
+    crc = crc32c::crc32c_append(crc, &dst[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + body_len]);
     dst[4..8].copy_from_slice(&crc.to_le_bytes());
     fence(Ordering::Release);
     dst[0..4].copy_from_slice(&len_bytes);
+}
+
+/// The frame length (with padding) for a stored `body_len`.
+pub(crate) fn frame_len_for_body(body_len: u32) -> usize {
+    aligned(FRAME_HEADER_BYTES + body_len as usize)
 }
 
 /// What lies at an offset of a segment's data region.
@@ -101,7 +113,8 @@ pub(crate) enum Frame {
     End,
     /// A record whose bytes run past the end of the region: a torn write.
     Incomplete,
-    /// A complete frame of this many bytes (header included).
+    /// A complete frame taking this many bytes (header and padding included; the padding may be
+    /// cut off at the very end of a region).
     Complete(usize),
 }
 
@@ -114,9 +127,10 @@ pub(crate) fn classify(region: &[u8]) -> Frame {
     if body_len == 0 {
         return Frame::End;
     }
-    match FRAME_HEADER_BYTES.checked_add(body_len) {
-        Some(total) if total <= region.len() => Frame::Complete(total),
-        _ => Frame::Incomplete,
+    if FRAME_HEADER_BYTES + body_len <= region.len() {
+        Frame::Complete(aligned(FRAME_HEADER_BYTES + body_len).min(region.len()))
+    } else {
+        Frame::Incomplete
     }
 }
 
@@ -170,12 +184,15 @@ pub struct EventView<'a> {
 impl<'a> EventView<'a> {
     /// Decodes a complete frame (as [`classify`] measured it), verifying its checksum.
     pub(crate) fn decode(frame: &'a [u8]) -> Result<EventView<'a>, DecodeError> {
+        let body_len = read_u32(frame, 0) as usize;
+        let body = frame
+            .get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + body_len)
+            .ok_or(DecodeError::Malformed("frame shorter than its length"))?;
         let stored = read_u32(frame, 4);
-        let computed = crc32c::crc32c_append(crc32c::crc32c(&frame[0..4]), &frame[FRAME_HEADER_BYTES..]);
+        let computed = crc32c::crc32c_append(crc32c::crc32c(&frame[0..4]), body);
         if stored != computed {
             return Err(DecodeError::Checksum { stored, computed });
         }
-        let body = &frame[FRAME_HEADER_BYTES..];
         if body.len() < BODY_FIXED_BYTES {
             return Err(DecodeError::Malformed("body shorter than its fixed part"));
         }
@@ -214,7 +231,7 @@ impl<'a> EventView<'a> {
             data,
             metadata,
             batch_remaining: read_u32(body, 76),
-            frame_len: frame.len(),
+            frame_len: aligned(FRAME_HEADER_BYTES + body_len),
         })
     }
 
@@ -348,7 +365,8 @@ mod tests {
     #[test]
     fn every_flipped_bit_is_caught() {
         let frame = encoded(&EventDraft::new("T", "a", "[]"));
-        for byte in 4..frame.len() {
+        let body_end = FRAME_HEADER_BYTES + read_u32(&frame, 0) as usize;
+        for byte in 4..body_end {
             for bit in 0..8 {
                 let mut damaged = frame.clone();
                 damaged[byte] ^= 1 << bit;
@@ -360,7 +378,9 @@ mod tests {
     #[test]
     fn truncated_frames_are_incomplete_and_zeros_are_the_end() {
         let frame = encoded(&EventDraft::new("T", "a", "[]"));
-        for cut in 1..frame.len() {
+        let body_end = FRAME_HEADER_BYTES + read_u32(&frame, 0) as usize;
+        assert_eq!(frame.len() % FRAME_ALIGN, 0);
+        for cut in 1..body_end {
             assert_eq!(classify(&frame[..cut]), Frame::Incomplete, "cut at {cut}");
         }
         assert_eq!(classify(&[0u8; 3]), Frame::End);

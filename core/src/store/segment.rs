@@ -43,6 +43,10 @@ pub(crate) struct Segment {
     mapping: Mapping,
     base: *mut u8,
     capacity: usize,
+    /// The file's length when it was opened (the capacity for a new segment): a crash or a cut
+    /// can leave the last file shorter, and it is grown back before mapping, so recovery must not
+    /// read the grown zeros as data.
+    pub length_at_open: usize,
     /// End of the appended bytes; only the log's writer (holding the append lock) stores it.
     pub written: AtomicUsize,
     /// End of the bytes known to be on disk.
@@ -118,11 +122,12 @@ impl Segment {
     }
 
     /// Opens an existing segment file, checking its header. The last segment (`writable`) is
-    /// grown back to its capacity if a crash or a cut left the file shorter.
-    pub fn open(path: &Path, first_position: u64, writable: bool) -> Result<Segment, StoreError> {
+    /// grown back to its capacity if a crash or a cut left the file shorter. `length` is the
+    /// file's length as first found (a failed recovery attempt may already have grown it).
+    pub fn open(path: &Path, first_position: u64, writable: bool, length: u64) -> Result<Segment, StoreError> {
         let context = format!("open segment {}", path.display());
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_error(context.clone()))?;
-        let length = file.metadata().map_err(io_error(context.clone()))?.len();
+        let current_length = file.metadata().map_err(io_error(context.clone()))?.len();
         let corrupt =
             |reason: String| StoreError::Corruption { file: path.to_path_buf(), offset: 0, position: None, reason };
         let mut raw = [0u8; SEGMENT_HEADER_BYTES];
@@ -149,10 +154,12 @@ impl Segment {
             )));
         }
         let capacity = read_u64(&raw, 24);
-        if writable && length < capacity {
+        if writable && current_length < capacity {
             file.set_len(capacity).map_err(io_error(context))?;
         }
-        Self::map_file(file, path.to_path_buf(), first_position, SEGMENT_HEADER_BYTES)
+        let mut segment = Self::map_file(file, path.to_path_buf(), first_position, SEGMENT_HEADER_BYTES)?;
+        segment.length_at_open = (length as usize).min(segment.capacity);
+        Ok(segment)
     }
 
     fn map_file(file: File, path: PathBuf, first_position: u64, written: usize) -> Result<Segment, StoreError> {
@@ -183,6 +190,7 @@ impl Segment {
             mapping,
             base,
             capacity,
+            length_at_open: capacity,
             written: AtomicUsize::new(written),
             synced: AtomicUsize::new(written),
             offsets: RwLock::new(Vec::new()),
@@ -272,18 +280,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(segment_file_name(0));
         std::fs::write(&path, vec![7u8; 4096]).unwrap();
-        let error = Segment::open(&path, 0, false).err().unwrap().to_string();
+        let error = Segment::open(&path, 0, false, 4096).err().unwrap().to_string();
         assert!(error.contains("bad magic") && error.contains("00000000000000000000.seg"), "{error}");
 
         let segment = Segment::create(dir.path(), 5, 4096).unwrap();
         drop(segment);
         let path = dir.path().join(segment_file_name(5));
-        let error = Segment::open(&path, 6, false).err().unwrap().to_string();
+        let error = Segment::open(&path, 6, false, 4096).err().unwrap().to_string();
         assert!(error.contains("first position 5"), "{error}");
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        let error = Segment::open(&path, 5, false).err().unwrap().to_string();
+        let error = Segment::open(&path, 5, false, 4096).err().unwrap().to_string();
         assert!(error.contains("header checksum"), "{error}");
     }
 }

@@ -124,11 +124,16 @@ impl SnapshotStore {
         let mut count = 0;
         while offset < bytes.len() {
             let rest = &bytes[offset..];
-            let frame_len = if rest.len() >= 4 { read_u32(rest, 0) as usize } else { 0 };
-            if rest.len() < FRAME_FIXED_BYTES || frame_len < FRAME_FIXED_BYTES || frame_len > rest.len() {
-                if rest.len() >= FRAME_FIXED_BYTES && frame_len < FRAME_FIXED_BYTES {
-                    return Err(corrupt(&path, offset, "frame length below the fixed header"));
+            if rest.len() >= FRAME_FIXED_BYTES {
+                // The fixed header says how long the frame must be; a stored length that disagrees
+                // is damage, not a torn write (a save writes the header whole, then the rest).
+                let implied = state_start(read_u16(rest, 32) as usize).saturating_add(read_u64(rest, 24) as usize);
+                if read_u32(rest, 0) as usize != implied {
+                    return Err(corrupt(&path, offset, "frame length disagrees with its fields"));
                 }
+            }
+            let frame_len = if rest.len() >= FRAME_FIXED_BYTES { read_u32(rest, 0) as usize } else { usize::MAX };
+            if frame_len > rest.len() {
                 // A torn tail: the last save never completed, so it was never acknowledged.
                 file.set_len(offset as u64).map_err(io_error(context.clone()))?;
                 file.sync_all().map_err(io_error(context.clone()))?;
@@ -139,10 +144,6 @@ impl SnapshotStore {
                 return Err(corrupt(&path, offset, "snapshot checksum mismatch"));
             }
             let aggregate_len = read_u16(frame, 32) as usize;
-            let state_len = read_u64(frame, 24) as usize;
-            if state_start(aggregate_len).checked_add(state_len) != Some(frame_len) {
-                return Err(corrupt(&path, offset, "snapshot field lengths disagree"));
-            }
             let aggregate = std::str::from_utf8(&frame[FRAME_FIXED_BYTES..FRAME_FIXED_BYTES + aggregate_len])
                 .map_err(|_| corrupt(&path, offset, "aggregate id is not UTF-8"))?;
             let entry = Entry { offset: offset as u64, frame_len, version: read_u64(frame, 8) };
