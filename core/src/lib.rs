@@ -5,7 +5,9 @@
 //!
 //! - [`event`]: the event envelope, its ids, limits, validation and JSON form.
 //! - [`store`]: the append-only log, its indexes, snapshots, recovery and retention.
+//! - [`routing`]: routing keys and AMQP-topic patterns, one matcher for every subscriber.
 #![deny(unsafe_code)]
 
 pub mod event;
+pub mod routing;
 pub mod store;
