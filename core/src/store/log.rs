@@ -42,6 +42,8 @@ const SEGMENTS_DIR: &str = "segments";
 /// How far ahead of the writer the prefault thread keeps pages faulted in.
 const PREFAULT_WINDOW_BYTES: usize = 8 * 1024 * 1024;
 const LOCK_FILE: &str = "LOCK";
+/// The next segment file, zero-filled ahead of time by the maintenance thread.
+const SPARE_FILE: &str = "spare.tmp";
 
 /// The event log (see the module docs of [`crate::store`]).
 pub struct Log {
@@ -59,6 +61,8 @@ struct Shared {
     view: RwLock<Arc<Vec<Arc<Segment>>>>,
     /// Positions below this are complete (and durable under `Always`); readers stop here.
     visible: AtomicU64,
+    /// Positions below this are written (maybe not durable); lets a syncer see appends arrive.
+    appended: AtomicU64,
     commit: Mutex<CommitState>,
     commit_done: Condvar,
     /// Set once by the first failed fsync; the log then refuses writes.
@@ -66,6 +70,8 @@ struct Shared {
     snapshots: SnapshotStore,
     recorder: Recorder,
     events_since_checkpoint: AtomicU64,
+    /// A prepared segment file ready for the next roll, if the maintenance thread made one.
+    spare: Mutex<Option<PathBuf>>,
     stop: Mutex<bool>,
     stop_signal: Condvar,
     prefault_wanted: Condvar,
@@ -184,12 +190,14 @@ impl Log {
             state: Mutex::new(State { index, active, next_position, last_timestamp_ns }),
             view: RwLock::new(Arc::new(segments)),
             visible: AtomicU64::new(next_position),
+            appended: AtomicU64::new(next_position),
             commit: Mutex::new(CommitState { durable: next_position, syncing: false }),
             commit_done: Condvar::new(),
             failure: OnceLock::new(),
             snapshots,
             recorder,
             events_since_checkpoint: AtomicU64::new(0),
+            spare: Mutex::new(None),
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
             prefault_wanted: Condvar::new(),
@@ -454,6 +462,7 @@ impl Shared {
         state.next_position += drafts.len() as u64;
         state.last_timestamp_ns = timestamp_ns;
         let end = state.next_position;
+        self.appended.store(end, Ordering::Release);
         if self.config.durability != Durability::Always {
             self.visible.store(end, Ordering::Release);
         }
@@ -534,7 +543,21 @@ impl Shared {
             return Err(StoreError::TooLarge { bytes, limit });
         }
         let segment = Arc::new(match &self.dir {
-            Some(dir) => Segment::create(&dir.join(SEGMENTS_DIR), state.next_position, self.config.segment_bytes)?,
+            Some(dir) => {
+                let spare = self.spare.lock().take();
+                let zero_fill = self.config.durability == Durability::Always;
+                let segments_dir = dir.join(SEGMENTS_DIR);
+                let segment = Segment::create(
+                    &segments_dir,
+                    state.next_position,
+                    self.config.segment_bytes,
+                    spare.as_deref(),
+                    zero_fill,
+                )?;
+                // Ask the maintenance thread for the next spare.
+                self.stop_signal.notify_all();
+                segment
+            }
             None => Segment::anonymous(state.next_position, self.config.segment_bytes)?,
         });
         let mut view = self.view.write();
@@ -595,6 +618,7 @@ impl Shared {
             }
             commit.syncing = true;
             drop(commit);
+            self.gather_appends();
             let result = self.flush();
             commit = self.commit.lock();
             commit.syncing = false;
@@ -608,6 +632,21 @@ impl Shared {
                 }
             }
             self.commit_done.notify_all();
+        }
+    }
+
+    /// Before a group fsync, gives the appenders that are running right now the chance to finish
+    /// writing so the fsync covers them too: yield while appends keep arriving, at most a few
+    /// times. A lone writer pays one `sched_yield` per fsync.
+    fn gather_appends(&self) {
+        let mut seen = self.appended.load(Ordering::Acquire);
+        for _ in 0..8 {
+            std::thread::yield_now();
+            let now = self.appended.load(Ordering::Acquire);
+            if now == seen {
+                return;
+            }
+            seen = now;
         }
     }
 
@@ -670,6 +709,9 @@ impl Shared {
     }
 
     fn close(&self) -> Result<(), StoreError> {
+        if let Some(spare) = self.spare.lock().take() {
+            let _ = std::fs::remove_file(spare);
+        }
         if self.dir.is_none() || self.failure.get().is_some() {
             return Ok(());
         }
@@ -703,6 +745,25 @@ impl Shared {
         }
     }
 
+    /// Under `Always`, zero-fills the next segment file once the active one is half full, so the
+    /// roll that needs it does not wait for 64 MiB of zeros (see [`Segment::prepare_file`]).
+    fn prepare_spare(&self) {
+        let Some(dir) = &self.dir else { return };
+        if self.config.durability != Durability::Always || self.spare.lock().is_some() {
+            return;
+        }
+        let active_half_full =
+            self.view.read().last().is_some_and(|s| s.written.load(Ordering::Relaxed) > s.capacity() / 2);
+        if !active_half_full {
+            return;
+        }
+        let path = dir.join(SEGMENTS_DIR).join(SPARE_FILE);
+        match Segment::prepare_file(&path, self.config.segment_bytes) {
+            Ok(()) => *self.spare.lock() = Some(path),
+            Err(error) => eprintln!("herald: preparing the next segment: {error}"),
+        }
+    }
+
     /// The background thread: interval fsync, retention by age, periodic checkpoints.
     fn maintain(&self) {
         let tick = match self.config.durability {
@@ -710,6 +771,9 @@ impl Shared {
             _ => Duration::from_secs(1),
         };
         loop {
+            if self.failure.get().is_none() {
+                self.prepare_spare();
+            }
             {
                 let mut stop = self.stop.lock();
                 if *stop {
@@ -837,7 +901,7 @@ fn list_segment_files(dir: &Path, segments_dir: &Path) -> Result<Vec<SegmentFile
         if let Some(first) = parse_segment_file_name(&name) {
             let length = std::fs::metadata(&path).map_err(io_error(format!("stat {}", path.display())))?.len();
             files.push(SegmentFile { first, path, length });
-        } else if name.strip_suffix(".tmp").and_then(parse_segment_file_name).is_some() {
+        } else if name == SPARE_FILE || name.strip_suffix(".tmp").and_then(parse_segment_file_name).is_some() {
             std::fs::remove_file(&path).map_err(io_error(format!("remove {}", path.display())))?;
         } else {
             return Err(StoreError::ForeignFile { path, reason: "not a segment file (<20 digits>.seg)".into() });
@@ -880,7 +944,8 @@ fn recover(
             }
             .into());
         }
-        let segment = Segment::create(segments_dir, 0, config.segment_bytes)?;
+        let zero_fill = config.durability == Durability::Always;
+        let segment = Segment::create(segments_dir, 0, config.segment_bytes, None, zero_fill)?;
         return Ok(Recovered { index, segments: vec![Arc::new(segment)], next_position: 0, last_timestamp_ns: 0 });
     }
     let mut segments = Vec::with_capacity(files.len());
