@@ -8,6 +8,7 @@
 //! - [`routing`]: routing keys and AMQP-topic patterns, one matcher for every subscriber.
 #![deny(unsafe_code)]
 
+pub mod dispatch;
 pub mod event;
 pub mod routing;
 pub mod store;

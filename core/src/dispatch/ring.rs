@@ -268,7 +268,10 @@ impl<T> Producer<T> {
             if wrap_point > shared.gate_cache.load(Ordering::Acquire) && wrap_point > shared.slowest_consumer() {
                 return Err(ClaimError::Full);
             }
-            if shared.claimed.compare_exchange_weak(current, current + count, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            if shared
+                .claimed
+                .compare_exchange_weak(current, current + count, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
             {
                 return Ok(Claim { producer: self, start: current, count, written: 0 });
             }
@@ -396,46 +399,77 @@ impl<T> Consumer<T> {
     }
 
     /// Hands up to `max` readable events to `handle` (sequence, value; `None` for an abandoned
-    /// claim), without waiting. Returns how many sequences it consumed.
+    /// claim), without waiting, then releases them. Returns how many sequences it consumed.
     pub fn poll(&mut self, max: usize, mut handle: impl FnMut(u64, Option<&T>)) -> usize {
         let end = self.readable_end(max as u64);
-        let shared = &self.shared;
         for sequence in self.next..end {
-            let slot = &shared.slots[(sequence & shared.mask) as usize];
-            // SAFETY: `sequence` is published (or consumed by every dependency, which implies it),
-            // and no producer can claim it again before this consumer's sequence passes it.
-            slot.with(|pointer| handle(sequence, unsafe { (*pointer).as_ref() }));
+            self.with_value(sequence, |value| handle(sequence, value));
         }
         let count = (end - self.next) as usize;
-        if count > 0 {
-            self.next = end;
-            shared.consumers[self.index].sequence.store(end, Ordering::Release);
-            shared.wake_sleepers();
-        }
+        self.release(end);
         count
     }
 
-    /// Waits (per the strategy) until events are readable, then handles up to `max` of them.
-    pub fn wait(&mut self, max: usize, timeout: Duration, mut handle: impl FnMut(u64, Option<&T>)) -> Wait {
+    /// The sequences readable now (at most `max`), without consuming them: read them with
+    /// [`Consumer::with_value`], then [`Consumer::release`] them. Until released, producers
+    /// cannot reuse their slots and dependent consumers cannot see them.
+    pub fn readable(&self, max: usize) -> std::ops::Range<u64> {
+        self.next..self.readable_end(max as u64)
+    }
+
+    /// Calls `f` with the value at a readable, unreleased `sequence` (`None` for an abandoned
+    /// claim).
+    pub fn with_value<R>(&self, sequence: u64, f: impl FnOnce(Option<&T>) -> R) -> R {
+        assert!(sequence >= self.next, "sequence {sequence} was already released");
+        assert!(sequence < self.readable_end(sequence - self.next + 1), "sequence {sequence} is not readable");
+        let shared = &self.shared;
+        let slot = &shared.slots[(sequence & shared.mask) as usize];
+        // SAFETY: `sequence` is published (or consumed by every dependency, which implies it), as
+        // asserted, and no producer can claim it again before this consumer releases it.
+        slot.with(|pointer| f(unsafe { (*pointer).as_ref() }))
+    }
+
+    /// Marks every sequence below `end` consumed by this consumer.
+    pub fn release(&mut self, end: u64) {
+        if end <= self.next {
+            return;
+        }
+        self.next = end;
+        let shared = &self.shared;
+        shared.consumers[self.index].sequence.store(end, Ordering::Release);
+        shared.wake_sleepers();
+    }
+
+    /// Waits (per the strategy) until something is readable; returns the readable range (at most
+    /// `max` long), unreleased, or why it stopped.
+    pub fn wait_readable(&mut self, max: usize, timeout: Duration) -> Result<std::ops::Range<u64>, Wait> {
         let deadline = Instant::now() + timeout;
         let mut idle = 0u32;
         loop {
-            let handled = self.poll(max, &mut handle);
-            if handled > 0 {
-                return Wait::Handled(handled);
+            let range = self.readable(max);
+            if !range.is_empty() {
+                return Ok(range);
             }
             if self.shared.closed.load(Ordering::Acquire) && self.drained() {
-                return Wait::Closed;
+                return Err(Wait::Closed);
             }
             idle = idle.saturating_add(1);
-            if idle % 64 == 0 && Instant::now() >= deadline {
-                return Wait::TimedOut;
+            if idle.is_multiple_of(64) && Instant::now() >= deadline {
+                return Err(Wait::TimedOut);
             }
             match (self.wait, idle) {
                 (WaitStrategy::BusySpin, _) | (_, 0..=100) => spin(),
                 (WaitStrategy::Yield, _) | (WaitStrategy::Blocking, 101..=120) => yield_now(),
                 (WaitStrategy::Blocking, _) => self.park(deadline),
             }
+        }
+    }
+
+    /// Waits (per the strategy) until events are readable, then handles up to `max` of them.
+    pub fn wait(&mut self, max: usize, timeout: Duration, handle: impl FnMut(u64, Option<&T>)) -> Wait {
+        match self.wait_readable(max, timeout) {
+            Ok(_) => Wait::Handled(self.poll(max, handle)),
+            Err(stopped) => stopped,
         }
     }
 
@@ -588,5 +622,84 @@ mod tests {
         let mut builder = RingBuilder::new(4);
         builder.consumer(WaitStrategy::BusySpin, &[ConsumerId(1)]);
         assert!(builder.build::<u64>().is_err());
+    }
+}
+
+/// Model checks of the sequence protocol: run with
+/// `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p herald-core --release --lib loom`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+
+    fn publish(producer: &Producer<u64>, mut value: u64) -> u64 {
+        loop {
+            match producer.try_publish(value) {
+                Ok(sequence) => return sequence,
+                Err(PublishError::Full(back)) => {
+                    value = back;
+                    loom::thread::yield_now();
+                }
+                Err(PublishError::Closed(_)) => unreachable!("never closed here"),
+            }
+        }
+    }
+
+    fn drain(consumer: &mut Consumer<u64>, count: usize) -> Vec<(u64, u64)> {
+        let mut seen = Vec::new();
+        while seen.len() < count {
+            if consumer.poll(count, |sequence, value| seen.push((sequence, *value.unwrap()))) == 0 {
+                loom::thread::yield_now();
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn two_producers_one_consumer_with_wrap_around() {
+        // Claims never overlap, every value is read once, in sequence order, through a 2-slot ring.
+        loom::model(|| {
+            let mut builder = RingBuilder::new(2);
+            builder.consumer(WaitStrategy::BusySpin, &[]);
+            let (producer, mut consumers) = builder.build::<u64>().unwrap();
+            let mut consumer = consumers.remove(0);
+            let other = producer.clone();
+            let second = loom::thread::spawn(move || {
+                publish(&other, 10);
+                publish(&other, 11);
+            });
+            publish(&producer, 20);
+            let seen = drain(&mut consumer, 3);
+            second.join().unwrap();
+            let sequences: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+            assert_eq!(sequences, vec![0, 1, 2]);
+            let mut values: Vec<u64> = seen.iter().map(|(_, v)| *v).collect();
+            let tens: Vec<u64> = values.iter().copied().filter(|v| *v < 20).collect();
+            assert_eq!(tens, vec![10, 11], "one producer's values keep their order");
+            values.sort_unstable();
+            assert_eq!(values, vec![10, 11, 20]);
+        });
+    }
+
+    #[test]
+    fn a_pipeline_consumer_never_overtakes_its_dependency() {
+        // The second stage reads only what the first finished, across a wrap of a 2-slot ring.
+        loom::model(|| {
+            let mut builder = RingBuilder::new(2);
+            let first = builder.consumer(WaitStrategy::BusySpin, &[]);
+            builder.consumer(WaitStrategy::BusySpin, &[first]);
+            let (producer, mut consumers) = builder.build::<u64>().unwrap();
+            let mut second = consumers.pop().unwrap();
+            let mut first = consumers.pop().unwrap();
+            let stage = loom::thread::spawn(move || drain(&mut first, 3));
+            let writer = loom::thread::spawn(move || {
+                for value in 0..3 {
+                    publish(&producer, value);
+                }
+            });
+            let seen = drain(&mut second, 3);
+            assert_eq!(seen, vec![(0, 0), (1, 1), (2, 2)]);
+            assert_eq!(stage.join().unwrap(), vec![(0, 0), (1, 1), (2, 2)]);
+            writer.join().unwrap();
+        });
     }
 }

@@ -38,6 +38,9 @@ pub enum StoreError {
     /// Another process holds the data directory.
     #[error("data directory {} is in use by another process", path.display())]
     Locked { path: PathBuf },
+    /// The append was refused by its reservation hook (the dispatch ring is full).
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// A setting is out of range.
     #[error("invalid store configuration: {0}")]
     Config(String),

@@ -32,8 +32,8 @@ use super::record::{
 use super::segment::{io_error, parse_segment_file_name, sync_dir, Segment, SEGMENT_HEADER_BYTES};
 use super::snapshot::{SnapshotStore, SNAPSHOT_FILE};
 use super::{
-    AppendOutcome, Appended, Durability, EventStore, ReadQuery, ReadSummary, Snapshot, StoreConfig, StoreError,
-    StoreMetrics, StreamSummary,
+    AppendOutcome, Appended, Durability, EventStore, ReadQuery, ReadSummary, Reserve, Snapshot, StoreConfig,
+    StoreError, StoreMetrics, StreamSummary,
 };
 use crate::event::time::now_ns;
 use crate::event::{new_event_id, EventDraft, EventKind, Uuid, ValidationError};
@@ -387,7 +387,7 @@ impl Drop for Log {
 
 impl Shared {
     #[allow(unsafe_code)] // one call to `Segment::writable`, justified below
-    fn append(&self, drafts: &[EventDraft]) -> Result<AppendOutcome, StoreError> {
+    fn append(&self, drafts: &[EventDraft], reserve: Reserve<'_>) -> Result<AppendOutcome, StoreError> {
         let started = Instant::now();
         if drafts.is_empty() {
             return Err(ValidationError::new("events", "at least one event is required").into());
@@ -419,6 +419,7 @@ impl Shared {
         }
         let versions = assign_versions(&state.index, drafts)?;
         let segment = self.room_for(&mut state, batch_bytes)?;
+        reserve(state.next_position, drafts.len())?;
 
         let timestamp_ns = clock_ns.max(state.last_timestamp_ns);
         let first_position = state.next_position;
@@ -1127,8 +1128,8 @@ fn zero_tail(segment: &Segment, end: usize) -> Result<(), StoreError> {
 }
 
 impl EventStore for Log {
-    fn append(&self, drafts: &[EventDraft]) -> Result<AppendOutcome, StoreError> {
-        self.shared.append(drafts)
+    fn append_with(&self, drafts: &[EventDraft], reserve: Reserve<'_>) -> Result<AppendOutcome, StoreError> {
+        self.shared.append(drafts, reserve)
     }
 
     fn read(

@@ -40,6 +40,9 @@ pub use snapshot::Snapshot;
 
 use crate::event::{EventDraft, EventKind, Uuid};
 
+/// The hook of [`EventStore::append_with`]: `(first position, count)`.
+pub type Reserve<'a> = &'a mut dyn FnMut(u64, usize) -> Result<(), StoreError>;
+
 /// Where one appended event landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Appended {
@@ -115,7 +118,16 @@ pub struct StreamSummary {
 /// `ControlFlow::Break(())` to stop early. [`Log::cursor`] offers the same as a pull iterator.
 pub trait EventStore: Send + Sync {
     /// Appends the drafts atomically (all or none), after checking ids and expected versions.
-    fn append(&self, drafts: &[EventDraft]) -> Result<AppendOutcome, StoreError>;
+    /// `reserve` runs under the append lock once every check passed, with the first position
+    /// the drafts will take and their count; an error from it aborts the append with nothing
+    /// written. The dispatch ring claims its slots here, so ring sequences follow positions.
+    /// It is not called for an idempotent retry.
+    fn append_with(&self, drafts: &[EventDraft], reserve: Reserve<'_>) -> Result<AppendOutcome, StoreError>;
+
+    /// Appends the drafts atomically (all or none), after checking ids and expected versions.
+    fn append(&self, drafts: &[EventDraft]) -> Result<AppendOutcome, StoreError> {
+        self.append_with(drafts, &mut |_, _| Ok(()))
+    }
 
     /// Reads the log in position order with the query's filters.
     fn read(

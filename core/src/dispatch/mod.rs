@@ -1,0 +1,23 @@
+//! Dispatch: committed events go from the log to handlers through a lock-free ring.
+//!
+//! - [`ring`]: the Disruptor-style ring (claim, publish, consume, dependency barriers, wait
+//!   strategies, backpressure).
+//! - [`EventBus`]: the domain event bus on top of the store and the ring: typed events, handlers
+//!   by type, pattern or everything, handler groups, error isolation with retries and dead
+//!   letters, causation, durable handlers, synchronous mode, metrics, graceful shutdown.
+//!
+//! The protocol and its correctness argument are in `docs/dispatch.md`.
+
+mod bus;
+mod checkpoint;
+mod context;
+mod handler;
+mod metrics;
+pub mod ring;
+mod sync;
+
+pub use bus::{Backpressure, BusBuilder, BusConfig, BusError, EventBus};
+pub use handler::{DeadLetter, DeadLetterSink, DomainEvent, Filter, HandlerResult, Subscription};
+pub use metrics::{BusMetrics, HandlerStats};
+
+pub use ring::{Claim, ClaimError, Consumer, ConsumerId, Producer, PublishError, RingBuilder, Wait, WaitStrategy};
