@@ -626,7 +626,7 @@ mod tests {
 }
 
 /// Model checks of the sequence protocol: run with
-/// `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p herald-core --release --lib loom`.
+/// `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test -p herald-core --release --lib loom`.
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
@@ -662,14 +662,15 @@ mod loom_tests {
             builder.consumer(WaitStrategy::BusySpin, &[]);
             let (producer, mut consumers) = builder.build::<u64>().unwrap();
             let mut consumer = consumers.remove(0);
+            let reader = loom::thread::spawn(move || drain(&mut consumer, 3));
             let other = producer.clone();
             let second = loom::thread::spawn(move || {
                 publish(&other, 10);
                 publish(&other, 11);
             });
             publish(&producer, 20);
-            let seen = drain(&mut consumer, 3);
             second.join().unwrap();
+            let seen = reader.join().unwrap();
             let sequences: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
             assert_eq!(sequences, vec![0, 1, 2]);
             let mut values: Vec<u64> = seen.iter().map(|(_, v)| *v).collect();
@@ -683,7 +684,10 @@ mod loom_tests {
     #[test]
     fn a_pipeline_consumer_never_overtakes_its_dependency() {
         // The second stage reads only what the first finished, across a wrap of a 2-slot ring.
-        loom::model(|| {
+        let mut model = loom::model::Builder::new();
+        // Three threads that wait on each other by yielding need more than the default budget.
+        model.max_branches = 50_000;
+        model.check(|| {
             let mut builder = RingBuilder::new(2);
             let first = builder.consumer(WaitStrategy::BusySpin, &[]);
             builder.consumer(WaitStrategy::BusySpin, &[first]);
