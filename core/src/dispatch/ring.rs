@@ -685,8 +685,10 @@ mod loom_tests {
     fn a_pipeline_consumer_never_overtakes_its_dependency() {
         // The second stage reads only what the first finished, across a wrap of a 2-slot ring.
         let mut model = loom::model::Builder::new();
-        // Three threads that wait on each other by yielding need more than the default budget.
+        // Three threads that wait on each other by yielding need more than the default budget,
+        // and one preemption keeps the state space to minutes.
         model.max_branches = 50_000;
+        model.preemption_bound = Some(1);
         model.check(|| {
             let mut builder = RingBuilder::new(2);
             let first = builder.consumer(WaitStrategy::BusySpin, &[]);

@@ -759,8 +759,12 @@ impl Shared {
             return;
         }
         let path = dir.join(SEGMENTS_DIR).join(SPARE_FILE);
-        match Segment::prepare_file(&path, self.config.segment_bytes) {
+        let keep_going = || !*self.stop.lock();
+        match Segment::prepare_file(&path, self.config.segment_bytes, Some(&keep_going)) {
             Ok(()) => *self.spare.lock() = Some(path),
+            Err(_) if !keep_going() => {
+                let _ = std::fs::remove_file(&path);
+            }
             Err(error) => eprintln!("herald: preparing the next segment: {error}"),
         }
     }

@@ -105,7 +105,11 @@ impl Segment {
     /// file-system metadata (block allocation, extent conversion) to journal. This is what makes
     /// an fsync cheap enough for group commit; PostgreSQL zero-fills its WAL files for the same
     /// reason.
-    pub fn prepare_file(path: &Path, capacity: usize) -> Result<(), StoreError> {
+    ///
+    /// `paced` (the background spare) writes 1 MiB at a time, each fsynced, with a pause after
+    /// it, so the preparation never queues a large flush in front of appenders' fsyncs; it gives
+    /// up (an error) as soon as `paced` returns false.
+    pub fn prepare_file(path: &Path, capacity: usize, paced: Option<&dyn Fn() -> bool>) -> Result<(), StoreError> {
         let context = format!("prepare segment file {}", path.display());
         let mut file =
             OpenOptions::new().write(true).create(true).truncate(true).open(path).map_err(io_error(context.clone()))?;
@@ -115,6 +119,13 @@ impl Segment {
             let chunk = left.min(zeros.len());
             file.write_all(&zeros[..chunk]).map_err(io_error(context.clone()))?;
             left -= chunk;
+            if let Some(keep_going) = paced {
+                file.sync_data().map_err(io_error(context.clone()))?;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                if !keep_going() {
+                    return Err(StoreError::Io { context, source: std::io::Error::other("stopped") });
+                }
+            }
         }
         file.sync_all().map_err(io_error(context))
     }
@@ -138,7 +149,7 @@ impl Segment {
         let source = match spare {
             Some(spare) => spare.to_path_buf(),
             None if zero_fill => {
-                Self::prepare_file(&temporary, capacity)?;
+                Self::prepare_file(&temporary, capacity, None)?;
                 temporary
             }
             None => {
