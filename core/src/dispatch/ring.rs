@@ -168,6 +168,7 @@ impl RingBuilder {
                 after: after.into_iter().map(|id| id.0).collect(),
                 wait,
                 next: self.start,
+                readable_until: self.start,
             })
             .collect();
         Ok((Producer { shared }, consumers))
@@ -362,6 +363,8 @@ pub struct Consumer<T> {
     after: Vec<usize>,
     wait: WaitStrategy,
     next: u64,
+    /// The end of the last range [`Consumer::readable`] returned: sequences below it are readable.
+    readable_until: u64,
 }
 
 /// What a wait for events ended with.
@@ -401,31 +404,36 @@ impl<T> Consumer<T> {
     /// Hands up to `max` readable events to `handle` (sequence, value; `None` for an abandoned
     /// claim), without waiting, then releases them. Returns how many sequences it consumed.
     pub fn poll(&mut self, max: usize, mut handle: impl FnMut(u64, Option<&T>)) -> usize {
-        let end = self.readable_end(max as u64);
-        for sequence in self.next..end {
+        let range = self.readable(max);
+        for sequence in range.clone() {
             self.with_value(sequence, |value| handle(sequence, value));
         }
-        let count = (end - self.next) as usize;
-        self.release(end);
-        count
+        self.release(range.end);
+        (range.end - range.start) as usize
     }
 
     /// The sequences readable now (at most `max`), without consuming them: read them with
     /// [`Consumer::with_value`], then [`Consumer::release`] them. Until released, producers
     /// cannot reuse their slots and dependent consumers cannot see them.
-    pub fn readable(&self, max: usize) -> std::ops::Range<u64> {
-        self.next..self.readable_end(max as u64)
+    pub fn readable(&mut self, max: usize) -> std::ops::Range<u64> {
+        let end = self.readable_end(max as u64);
+        self.readable_until = self.readable_until.max(end);
+        self.next..end
     }
 
-    /// Calls `f` with the value at a readable, unreleased `sequence` (`None` for an abandoned
-    /// claim).
+    /// Calls `f` with the value at `sequence`, which must lie in a range [`Consumer::readable`]
+    /// returned and not yet released (`None` for an abandoned claim).
     pub fn with_value<R>(&self, sequence: u64, f: impl FnOnce(Option<&T>) -> R) -> R {
-        assert!(sequence >= self.next, "sequence {sequence} was already released");
-        assert!(sequence < self.readable_end(sequence - self.next + 1), "sequence {sequence} is not readable");
+        assert!(
+            sequence >= self.next && sequence < self.readable_until,
+            "sequence {sequence} is not in the readable range {}..{}",
+            self.next,
+            self.readable_until
+        );
         let shared = &self.shared;
         let slot = &shared.slots[(sequence & shared.mask) as usize];
-        // SAFETY: `sequence` is published (or consumed by every dependency, which implies it), as
-        // asserted, and no producer can claim it again before this consumer releases it.
+        // SAFETY: `sequence` was readable (published, or consumed by every dependency, which
+        // implies it), and no producer can claim it again before this consumer releases it.
         slot.with(|pointer| f(unsafe { (*pointer).as_ref() }))
     }
 
