@@ -10,5 +10,6 @@
 
 pub mod dispatch;
 pub mod event;
+pub mod metrics;
 pub mod routing;
 pub mod store;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
-use crate::store::LatencySummary;
+use crate::metrics::{latency_histogram, LatencySummary};
 
 pub(crate) struct HandlerMetrics {
     pub name: String,
@@ -60,10 +60,7 @@ impl HandlerMetrics {
             failed: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
-            // Constant bounds: 1 ns to 10 minutes, 3 significant digits.
-            handling_ns: Mutex::new(
-                Histogram::new_with_bounds(1, 600_000_000_000, 3).unwrap_or_else(|_| unreachable!("constant bounds")),
-            ),
+            handling_ns: Mutex::new(latency_histogram()),
         }
     }
 
@@ -85,18 +82,7 @@ impl HandlerMetrics {
     }
 
     pub fn stats(&self) -> HandlerStats {
-        let histogram = self.handling_ns.lock();
-        let handling_time = if histogram.is_empty() {
-            LatencySummary::default()
-        } else {
-            LatencySummary {
-                count: histogram.len(),
-                mean_ns: histogram.mean(),
-                p50_ns: histogram.value_at_quantile(0.5),
-                p99_ns: histogram.value_at_quantile(0.99),
-                max_ns: histogram.max(),
-            }
-        };
+        let handling_time = LatencySummary::of(&self.handling_ns.lock());
         HandlerStats {
             name: self.name.clone(),
             group: self.group.clone(),

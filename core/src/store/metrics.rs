@@ -9,15 +9,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
-/// A latency distribution, summarized.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct LatencySummary {
-    pub count: u64,
-    pub mean_ns: f64,
-    pub p50_ns: u64,
-    pub p99_ns: u64,
-    pub max_ns: u64,
-}
+use crate::metrics::latency_histogram;
+pub use crate::metrics::LatencySummary;
 
 /// A point-in-time copy of the store's metrics.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -42,19 +35,14 @@ pub(crate) struct Recorder {
     fsync_ns: Mutex<Histogram<u64>>,
 }
 
-fn histogram() -> Histogram<u64> {
-    // 1 ns to 10 minutes at 3 significant digits; the bounds are constants, so this cannot fail.
-    Histogram::new_with_bounds(1, 600_000_000_000, 3).unwrap_or_else(|_| unreachable!("constant bounds"))
-}
-
 impl Recorder {
     pub fn new() -> Self {
         Recorder {
             snapshots: AtomicU64::new(0),
             record_bytes: AtomicU64::new(0),
             snapshot_bytes: AtomicU64::new(0),
-            append_ns: Mutex::new(histogram()),
-            fsync_ns: Mutex::new(histogram()),
+            append_ns: Mutex::new(latency_histogram()),
+            fsync_ns: Mutex::new(latency_histogram()),
         }
     }
 
@@ -71,21 +59,8 @@ impl Recorder {
             total_events,
             total_snapshots: self.snapshots.load(Ordering::Relaxed),
             storage_bytes: self.record_bytes.load(Ordering::Relaxed) + self.snapshot_bytes.load(Ordering::Relaxed),
-            append_latency: summarize(&self.append_ns.lock()),
-            fsync_latency: summarize(&self.fsync_ns.lock()),
+            append_latency: LatencySummary::of(&self.append_ns.lock()),
+            fsync_latency: LatencySummary::of(&self.fsync_ns.lock()),
         }
-    }
-}
-
-fn summarize(histogram: &Histogram<u64>) -> LatencySummary {
-    if histogram.is_empty() {
-        return LatencySummary::default();
-    }
-    LatencySummary {
-        count: histogram.len(),
-        mean_ns: histogram.mean(),
-        p50_ns: histogram.value_at_quantile(0.5),
-        p99_ns: histogram.value_at_quantile(0.99),
-        max_ns: histogram.max(),
     }
 }
