@@ -437,12 +437,14 @@ impl Inner {
     fn handle_range(&self, group: &mut Group, range: std::ops::Range<u64>, live: impl Fn(u64) -> bool) {
         let query =
             ReadQuery { from_position: range.start, limit: (range.end - range.start) as usize, ..ReadQuery::default() };
+        let mut chosen = Vec::new();
         let result = self.store.read(&query, &mut |view| {
             if view.position >= range.end {
                 return ControlFlow::Break(());
             }
             if live(view.position) {
-                for index in group.interested(&view) {
+                group.interested(&view, &mut chosen);
+                for &index in &chosen {
                     run_isolated(&mut group.handlers[index], &view, &self.sink);
                 }
             }
@@ -468,6 +470,7 @@ impl Inner {
                 eprintln!("herald: durable handler `{name}` resumes at {first_retained}: retention removed {from}..{first_retained}");
                 from = first_retained;
             }
+            let mut chosen = Vec::new();
             while from < start {
                 let limit = ((start - from) as usize).min(4096);
                 let query = ReadQuery { from_position: from, limit, ..ReadQuery::default() };
@@ -479,7 +482,8 @@ impl Inner {
                         if view.position >= start {
                             return ControlFlow::Break(());
                         }
-                        if group.interested(&view).contains(&index) {
+                        group.interested(&view, &mut chosen);
+                        if chosen.contains(&index) {
                             run_isolated(&mut group.handlers[index], &view, &self.sink);
                         }
                         ControlFlow::Continue(())

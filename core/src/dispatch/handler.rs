@@ -182,9 +182,10 @@ impl Group {
         Group { name, handlers, patterns, pattern_owner }
     }
 
-    /// Indexes of the handlers that want `view`, in registration order.
-    pub fn interested(&self, view: &EventView<'_>) -> Vec<usize> {
-        let mut chosen: Vec<usize> = Vec::new();
+    /// Fills `chosen` with the indexes of the handlers that want `view`, in registration order
+    /// (a buffer the caller reuses, so dispatch does not allocate per event).
+    pub fn interested(&self, view: &EventView<'_>, chosen: &mut Vec<usize>) {
+        chosen.clear();
         if !self.patterns.is_empty() {
             let key = routing_key_for_type(view.event_type);
             chosen.extend(self.patterns.matches(&key).into_iter().map(|id| self.pattern_owner[id]));
@@ -197,7 +198,6 @@ impl Group {
             }
         }
         chosen.sort_unstable();
-        chosen
     }
 }
 

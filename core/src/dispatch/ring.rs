@@ -282,6 +282,10 @@ impl<T> Producer<T> {
     /// Claims `count` sequences, waiting up to `timeout` for free slots (spin, then yield, then
     /// short sleeps).
     pub fn claim_timeout(&self, count: usize, timeout: Duration) -> Result<Claim<'_, T>, ClaimError> {
+        match self.try_claim(count) {
+            Err(ClaimError::Full) => {}
+            result => return result,
+        }
         let deadline = Instant::now() + timeout;
         let mut attempts = 0u32;
         loop {
@@ -389,9 +393,10 @@ impl<T> Consumer<T> {
         let shared = &self.shared;
         let limit = self.next.saturating_add(max);
         if self.after.is_empty() {
-            let claimed = shared.claimed.load(Ordering::Acquire).min(limit);
+            // The published flags alone say what is readable (a flag from an earlier lap never
+            // equals `s + 1`), so the consumer never touches the producers' `claimed` line.
             let mut end = self.next;
-            while end < claimed && shared.published[(end & shared.mask) as usize].load(Ordering::Acquire) == end + 1 {
+            while end < limit && shared.published[(end & shared.mask) as usize].load(Ordering::Acquire) == end + 1 {
                 end += 1;
             }
             end
@@ -451,6 +456,10 @@ impl<T> Consumer<T> {
     /// Waits (per the strategy) until something is readable; returns the readable range (at most
     /// `max` long), unreleased, or why it stopped.
     pub fn wait_readable(&mut self, max: usize, timeout: Duration) -> Result<std::ops::Range<u64>, Wait> {
+        let range = self.readable(max);
+        if !range.is_empty() {
+            return Ok(range);
+        }
         let deadline = Instant::now() + timeout;
         let mut idle = 0u32;
         loop {
