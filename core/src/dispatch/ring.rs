@@ -483,9 +483,15 @@ impl<T> Consumer<T> {
     }
 
     /// Waits (per the strategy) until events are readable, then handles up to `max` of them.
-    pub fn wait(&mut self, max: usize, timeout: Duration, handle: impl FnMut(u64, Option<&T>)) -> Wait {
+    pub fn wait(&mut self, max: usize, timeout: Duration, mut handle: impl FnMut(u64, Option<&T>)) -> Wait {
         match self.wait_readable(max, timeout) {
-            Ok(_) => Wait::Handled(self.poll(max, handle)),
+            Ok(range) => {
+                for sequence in range.clone() {
+                    self.with_value(sequence, |value| handle(sequence, value));
+                }
+                self.release(range.end);
+                Wait::Handled((range.end - range.start) as usize)
+            }
             Err(stopped) => stopped,
         }
     }
