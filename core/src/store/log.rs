@@ -36,7 +36,7 @@ use super::{
     StoreError, StoreMetrics, StreamSummary,
 };
 use crate::event::time::now_ns;
-use crate::event::{new_event_id, EventDraft, EventKind, Uuid, ValidationError};
+use crate::event::{new_event_id, EventDraft, EventKind, ExpectedVersion, Uuid, ValidationError};
 
 const SEGMENTS_DIR: &str = "segments";
 /// How far ahead of the writer the prefault thread keeps pages faulted in.
@@ -397,7 +397,7 @@ impl Shared {
         let mut batch_bytes = 0usize;
         for draft in drafts {
             draft.validate()?;
-            if draft.kind != EventKind::Domain && draft.expected_version != super::super::event::ExpectedVersion::Any {
+            if draft.kind != EventKind::Domain && draft.expected_version != ExpectedVersion::Any {
                 return Err(ValidationError::new("expected_version", "applies to domain events only").into());
             }
             batch_bytes += frame_len(draft);
@@ -1208,7 +1208,7 @@ impl EventStore for Log {
         if version > current {
             return Err(StoreError::VersionConflict {
                 aggregate_id: aggregate_id.to_owned(),
-                expected: super::super::event::ExpectedVersion::Exact(version),
+                expected: ExpectedVersion::Exact(version),
                 current,
             });
         }
