@@ -186,19 +186,15 @@ impl BusBuilder {
             *inner.sync_groups.lock() = groups;
             return Ok(EventBus { inner, threads: Mutex::new(Vec::new()) });
         }
+        if groups.is_empty() {
+            // A ring needs a consumer; with no handlers, one that only drains keeps it moving.
+            groups.push(Group::new("drain".into(), Vec::new()));
+        }
         let mut ring = RingBuilder::new(config.ring_capacity).starting_at(start);
         for _ in &groups {
             ring.consumer(config.wait, &[]);
         }
-        let (producer, consumers) = if groups.is_empty() {
-            // A ring needs a consumer; with no handlers, one that only drains keeps it moving.
-            let mut drain_only = RingBuilder::new(config.ring_capacity).starting_at(start);
-            drain_only.consumer(config.wait, &[]);
-            groups.push(Group::new("drain".into(), Vec::new()));
-            drain_only.build::<u64>().map_err(BusError::Config)?
-        } else {
-            ring.build::<u64>().map_err(BusError::Config)?
-        };
+        let (producer, consumers) = ring.build::<u64>().map_err(BusError::Config)?;
         let inner = shared(Some(producer));
         *inner.running.lock() = groups.len();
         let mut threads = Vec::new();
@@ -336,7 +332,8 @@ impl Inner {
         drafts: Vec<EventDraft>,
     ) -> Result<AppendOutcome, BusError> {
         let mut claim = None;
-        let mut full = false;
+        // Why the ring refused, if it did: decides which error hands the drafts back.
+        let mut refused = None;
         let result = self.store.append_with(&drafts, &mut |first, count| {
             let claimed = match self.config.backpressure {
                 Backpressure::Reject => producer.try_claim(count),
@@ -351,11 +348,10 @@ impl Inner {
                     "ring sequence {} does not match log position {first}: the store was appended to outside the bus",
                     slots.start()
                 ))),
-                Err(ClaimError::Full) => {
-                    full = true;
-                    Err(StoreError::Overloaded("the dispatch ring is full".into()))
+                Err(reason @ (ClaimError::Full | ClaimError::Closed)) => {
+                    refused = Some(reason);
+                    Err(StoreError::Overloaded("the dispatch ring refused the claim".into()))
                 }
-                Err(ClaimError::Closed) => Err(StoreError::Overloaded("the bus is shutting down".into())),
                 Err(ClaimError::TooMany) => Err(StoreError::Invalid(ValidationError::new(
                     "events",
                     format!("a batch may hold at most {} events (dispatch.ring_capacity)", self.config.ring_capacity),
@@ -373,14 +369,14 @@ impl Inner {
                 Ok(AppendOutcome::Appended(appended))
             }
             Ok(retry) => Ok(retry),
-            Err(StoreError::Overloaded(_)) if full => {
-                self.overloaded.fetch_add(1, Ordering::Relaxed);
-                Err(BusError::Overloaded(drafts))
-            }
-            Err(StoreError::Overloaded(reason)) if reason.contains("shutting down") => {
-                Err(BusError::ShuttingDown(drafts))
-            }
-            Err(error) => Err(BusError::Store(error)),
+            Err(error) => match refused {
+                Some(ClaimError::Full) => {
+                    self.overloaded.fetch_add(1, Ordering::Relaxed);
+                    Err(BusError::Overloaded(drafts))
+                }
+                Some(_) => Err(BusError::ShuttingDown(drafts)),
+                None => Err(BusError::Store(error)),
+            },
         }
     }
 

@@ -192,9 +192,12 @@ impl<T> Shared<T> {
         // Pairs with the fence in `Consumer::park`: either the sleeper sees our progress when it
         // re-checks, or we see it counted here.
         fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::Relaxed) == 0 {
-            return;
+        if self.sleepers.load(Ordering::Relaxed) > 0 {
+            self.unpark_all();
         }
+    }
+
+    fn unpark_all(&self) {
         for consumer in self.consumers.iter() {
             if let Some(thread) = consumer.sleeper.lock().as_ref() {
                 thread.unpark();
@@ -333,11 +336,7 @@ impl<T> Producer<T> {
         self.shared.closed.store(true, Ordering::Release);
         // Wake everyone so they notice.
         fence(Ordering::SeqCst);
-        for consumer in self.shared.consumers.iter() {
-            if let Some(thread) = consumer.sleeper.lock().as_ref() {
-                thread.unpark();
-            }
-        }
+        self.shared.unpark_all();
     }
 
     /// The next sequence to be claimed (everything below is claimed).
@@ -456,11 +455,8 @@ impl<T> Consumer<T> {
     /// Waits (per the strategy) until something is readable; returns the readable range (at most
     /// `max` long), unreleased, or why it stopped.
     pub fn wait_readable(&mut self, max: usize, timeout: Duration) -> Result<std::ops::Range<u64>, Wait> {
-        let range = self.readable(max);
-        if !range.is_empty() {
-            return Ok(range);
-        }
-        let deadline = Instant::now() + timeout;
+        // The clock is read only once there is something to wait for.
+        let mut deadline = None;
         let mut idle = 0u32;
         loop {
             let range = self.readable(max);
@@ -470,6 +466,7 @@ impl<T> Consumer<T> {
             if self.shared.closed.load(Ordering::Acquire) && self.drained() {
                 return Err(Wait::Closed);
             }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
             idle = idle.saturating_add(1);
             if idle.is_multiple_of(64) && Instant::now() >= deadline {
                 return Err(Wait::TimedOut);

@@ -126,6 +126,21 @@ impl Cursor {
         None
     }
 
+    /// Hands every remaining event to `visit` until it breaks; returns how many it was given.
+    pub fn visit(
+        &mut self,
+        visit: &mut dyn FnMut(EventView<'_>) -> std::ops::ControlFlow<()>,
+    ) -> Result<usize, StoreError> {
+        let mut count = 0;
+        while let Some(view) = self.next() {
+            count += 1;
+            if visit(view?).is_break() {
+                break;
+            }
+        }
+        Ok(count)
+    }
+
     /// The position after the last record examined; a read continued from it never rescans.
     pub fn next_position(&self) -> u64 {
         if let Source::Sequential { next, .. } = &self.source {

@@ -226,7 +226,7 @@ impl CheckpointData {
 
     /// Reads and validates the checkpoint; `Ok(None)` when there is none or it is unusable (the
     /// reason is returned so the caller can log it), since the records can always rebuild it.
-    pub fn read(dir: &Path) -> Result<Option<(AlignedVec, usize)>, String> {
+    pub fn read(dir: &Path) -> Result<Option<AlignedVec>, String> {
         let path = dir.join(CHECKPOINT_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -248,7 +248,7 @@ impl CheckpointData {
         aligned.extend_from_slice(payload);
         rkyv::access::<ArchivedCheckpointData, rancor::Error>(&aligned)
             .map_err(|error| format!("{}: {error}", path.display()))?;
-        Ok(Some((aligned, length)))
+        Ok(Some(aligned))
     }
 }
 

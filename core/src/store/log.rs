@@ -143,20 +143,21 @@ impl Log {
                 None
             }
         };
-        let recovered = match checkpoint.as_ref().map(|(bytes, _)| archived(bytes)) {
-            Some(Ok(data)) => match recover(&config, &segments_dir, &files, Some(data)) {
-                Ok(recovered) => recovered,
-                Err(RecoverError::CheckpointMismatch(reason)) => {
-                    eprintln!("herald: rebuilding the index from the records: {reason}");
-                    recover_without_checkpoint(&config, &segments_dir, &files)?
-                }
-                Err(RecoverError::Store(error)) => return Err(error),
-            },
+        let checkpoint = match checkpoint.as_ref().map(archived) {
+            Some(Ok(data)) => Some(data),
             Some(Err(reason)) => {
+                eprintln!("herald: rebuilding the index from the records: {reason}");
+                None
+            }
+            None => None,
+        };
+        let recovered = match recover(&config, &segments_dir, &files, checkpoint) {
+            Ok(recovered) => recovered,
+            Err(RecoverError::CheckpointMismatch(reason)) => {
                 eprintln!("herald: rebuilding the index from the records: {reason}");
                 recover_without_checkpoint(&config, &segments_dir, &files)?
             }
-            None => recover_without_checkpoint(&config, &segments_dir, &files)?,
+            Err(RecoverError::Store(error)) => return Err(error),
         };
         let (snapshots, snapshot_count) = SnapshotStore::open(&dir)?;
         let log = Log::assemble(config, Some(dir), Some(lock), recovered, snapshots, snapshot_count);
@@ -1166,13 +1167,7 @@ impl EventStore for Log {
         visit: &mut dyn FnMut(EventView<'_>) -> ControlFlow<()>,
     ) -> Result<ReadSummary, StoreError> {
         let mut cursor = self.cursor(query)?;
-        let mut count = 0;
-        while let Some(view) = cursor.next() {
-            count += 1;
-            if visit(view?).is_break() {
-                break;
-            }
-        }
+        let count = cursor.visit(visit)?;
         Ok(ReadSummary { count, next_position: cursor.next_position() })
     }
 
@@ -1184,14 +1179,7 @@ impl EventStore for Log {
         visit: &mut dyn FnMut(EventView<'_>) -> ControlFlow<()>,
     ) -> Result<StreamSummary, StoreError> {
         let (mut cursor, version) = self.stream_cursor(aggregate_id, from_version, limit)?;
-        let mut count = 0;
-        while let Some(view) = cursor.next() {
-            count += 1;
-            if visit(view?).is_break() {
-                break;
-            }
-        }
-        Ok(StreamSummary { count, version })
+        Ok(StreamSummary { count: cursor.visit(visit)?, version })
     }
 
     fn stream_version(&self, aggregate_id: &str) -> u64 {
@@ -1237,9 +1225,7 @@ impl EventStore for Log {
     fn metrics(&self) -> StoreMetrics {
         let total_events = self.shared.visible.load(Ordering::Acquire);
         let record_bytes: u64 = self.shared.view.read().iter().map(|s| s.written.load(Ordering::Relaxed) as u64).sum();
-        self.shared.recorder.record_bytes.store(record_bytes, Ordering::Relaxed);
-        self.shared.recorder.snapshot_bytes.store(self.shared.snapshots.bytes(), Ordering::Relaxed);
-        self.shared.recorder.snapshot(total_events)
+        self.shared.recorder.snapshot(total_events, record_bytes + self.shared.snapshots.bytes())
     }
 }
 

@@ -29,8 +29,6 @@ pub struct StoreMetrics {
 
 pub(crate) struct Recorder {
     pub snapshots: AtomicU64,
-    pub record_bytes: AtomicU64,
-    pub snapshot_bytes: AtomicU64,
     append_ns: Mutex<Histogram<u64>>,
     fsync_ns: Mutex<Histogram<u64>>,
 }
@@ -39,8 +37,6 @@ impl Recorder {
     pub fn new() -> Self {
         Recorder {
             snapshots: AtomicU64::new(0),
-            record_bytes: AtomicU64::new(0),
-            snapshot_bytes: AtomicU64::new(0),
             append_ns: Mutex::new(latency_histogram()),
             fsync_ns: Mutex::new(latency_histogram()),
         }
@@ -54,11 +50,11 @@ impl Recorder {
         self.fsync_ns.lock().saturating_record(elapsed.as_nanos().max(1) as u64);
     }
 
-    pub fn snapshot(&self, total_events: u64) -> StoreMetrics {
+    pub fn snapshot(&self, total_events: u64, storage_bytes: u64) -> StoreMetrics {
         StoreMetrics {
             total_events,
             total_snapshots: self.snapshots.load(Ordering::Relaxed),
-            storage_bytes: self.record_bytes.load(Ordering::Relaxed) + self.snapshot_bytes.load(Ordering::Relaxed),
+            storage_bytes,
             append_latency: LatencySummary::of(&self.append_ns.lock()),
             fsync_latency: LatencySummary::of(&self.fsync_ns.lock()),
         }
