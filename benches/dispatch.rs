@@ -5,7 +5,9 @@
 //! One criterion group, `dispatch`, with ids `<case>/<impl>`, `impl` one of `herald`,
 //! `disruptor`, `crossbeam`, `std_mpsc`:
 //!
-//! - `1p1c_<payload>`: one producer (the benchmark thread), one consumer.
+//! - `1p1c_<payload>`: one producer (the benchmark thread), one consumer. With one producer,
+//!   Herald uses its solo ring ([`SoloProducer`]) and the disruptor its single producer; `3p1c`
+//!   uses both multi-producer variants.
 //! - `3p1c_<payload>`: three producer threads, one consumer (the disruptor's multi producer).
 //! - `1p3c_<payload>`: fan-out: three consumers each see every event. The channels emulate it with
 //!   one channel per consumer, the producer sending each event to all three.
@@ -46,6 +48,10 @@
 //!   [`LATENCY_INTERVAL`], p50 / p99 / p99.9 / max, with busy-spin and with blocking consumers,
 //!   plus the consumer side's CPU (process minus the producer thread) at that idle-heavy rate.
 //!   It runs when no filter is given or the filter contains `latency`.
+//! - `interleaved_1p1c_<payload>`: 1p1c, Herald and the disruptor alternating in
+//!   [`INTERLEAVED_ROUNDS`] rounds on long-lived rigs: the median and range of the per-round
+//!   throughput ratio, which the machine's drift between two criterion ids cannot skew. It runs
+//!   when no filter is given or the filter contains `interleaved`.
 //! - `e2e_overhead`: the e2e comparison interleaved ([`E2E_ROUNDS`] rounds, each the same
 //!   appends on a fresh log without and with the bus), so that both sides share the machine's
 //!   drift: the median and range of the per-round bus/store time ratio, and CPU per event. It
@@ -67,8 +73,8 @@ use disruptor::{
 };
 use hdrhistogram::Histogram;
 use herald_core::dispatch::{
-    BusConfig, ClaimError, EventBus, HandlerResult, Producer, PublishError, RingBuilder, Subscription, Wait,
-    WaitStrategy,
+    BusConfig, Claim, ClaimError, Consumer, EventBus, HandlerResult, Producer, PublishError, RingBuilder, SoloProducer,
+    Subscription, Wait, WaitStrategy,
 };
 use herald_core::event::EventDraft;
 use herald_core::store::{EventStore, Log, StoreConfig};
@@ -271,9 +277,37 @@ fn backoff(tries: &mut u32) {
     }
 }
 
-struct HeraldTx<T>(Producer<T>);
+/// Herald's two producer kinds, as the bench drives them.
+trait HeraldProducer<T>: Send {
+    fn try_publish(&mut self, value: T) -> Result<u64, PublishError<T>>;
+    fn try_claim(&mut self, count: usize) -> Result<Claim<'_, T>, ClaimError>;
+}
 
-impl<T: Payload> Publish<T> for HeraldTx<T> {
+impl<T: Payload> HeraldProducer<T> for Producer<T> {
+    #[inline]
+    fn try_publish(&mut self, value: T) -> Result<u64, PublishError<T>> {
+        Producer::try_publish(self, value)
+    }
+
+    fn try_claim(&mut self, count: usize) -> Result<Claim<'_, T>, ClaimError> {
+        Producer::try_claim(self, count)
+    }
+}
+
+impl<T: Payload> HeraldProducer<T> for SoloProducer<T> {
+    #[inline]
+    fn try_publish(&mut self, value: T) -> Result<u64, PublishError<T>> {
+        SoloProducer::try_publish(self, value)
+    }
+
+    fn try_claim(&mut self, count: usize) -> Result<Claim<'_, T>, ClaimError> {
+        SoloProducer::try_claim(self, count)
+    }
+}
+
+struct HeraldTx<P>(P);
+
+impl<T: Payload, P: HeraldProducer<T>> Publish<T> for HeraldTx<P> {
     #[inline]
     fn publish(&mut self, mut value: T) {
         let mut tries = 0;
@@ -420,17 +454,16 @@ fn new_merged() -> Merged {
     Arc::new(Mutex::new(histogram()))
 }
 
-fn herald_rig<T: Payload>(producers: usize, consumers: usize, wait: WaitStrategy, latency: bool) -> Rig<HeraldTx<T>> {
-    let mut builder = RingBuilder::new(RING);
-    for _ in 0..consumers {
-        builder.consumer(wait, &[]);
-    }
-    let (producer, ring_consumers) = builder.build::<T>().expect("ring");
-    let merged = new_merged();
+/// Starts one thread per Herald consumer; returns their counters and the joins.
+fn herald_consumers<T: Payload>(
+    ring_consumers: Vec<Consumer<T>>,
+    latency: bool,
+    merged: &Merged,
+) -> (Vec<Arc<CachePadded<AtomicU64>>>, Vec<JoinHandle<()>>) {
     let mut seen = Vec::new();
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut threads = Vec::new();
     for mut consumer in ring_consumers {
-        let mut sink = Sink::new(latency, &merged);
+        let mut sink = Sink::new(latency, merged);
         seen.push(Arc::clone(&sink.seen));
         threads.push(thread::spawn(move || loop {
             let waited = consumer.wait(CONSUMER_BATCH, Duration::from_millis(100), |_, event| {
@@ -443,10 +476,41 @@ fn herald_rig<T: Payload>(producers: usize, consumers: usize, wait: WaitStrategy
             }
         }));
     }
+    (seen, threads)
+}
+
+fn herald_builder(consumers: usize, wait: WaitStrategy) -> RingBuilder {
+    let mut builder = RingBuilder::new(RING);
+    for _ in 0..consumers {
+        builder.consumer(wait, &[]);
+    }
+    builder
+}
+
+/// A multi-producer ring, one cloned [`Producer`] per producer thread.
+fn herald_rig<T: Payload>(
+    producers: usize,
+    consumers: usize,
+    wait: WaitStrategy,
+    latency: bool,
+) -> Rig<HeraldTx<Producer<T>>> {
+    let (producer, ring_consumers) = herald_builder(consumers, wait).build::<T>().expect("ring");
+    let merged = new_merged();
+    let (seen, threads) = herald_consumers(ring_consumers, latency, &merged);
     let closer = producer.clone();
     let handles = (0..producers).map(|_| HeraldTx(producer.clone())).collect();
     Rig::new(handles, seen, merged, move || {
         closer.close();
+        threads.into_iter().for_each(|thread| thread.join().expect("herald consumer"));
+    })
+}
+
+/// A one-producer ring ([`SoloProducer`]); dropping the producer closes it.
+fn herald_solo_rig<T: Payload>(consumers: usize, wait: WaitStrategy, latency: bool) -> Rig<HeraldTx<SoloProducer<T>>> {
+    let (producer, ring_consumers) = herald_builder(consumers, wait).build_solo::<T>().expect("ring");
+    let merged = new_merged();
+    let (seen, threads) = herald_consumers(ring_consumers, latency, &merged);
+    Rig::new(vec![HeraldTx(producer)], seen, merged, move || {
         threads.into_iter().for_each(|thread| thread.join().expect("herald consumer"));
     })
 }
@@ -682,7 +746,7 @@ fn ring_cases<T: Payload>(group: &mut BenchmarkGroup<'_, WallTime>) {
     group.throughput(Throughput::Elements(EVENTS_PER_ITER));
 
     let case = format!("1p1c_{}", T::NAME);
-    throughput(group, &case, "herald", herald_rig::<T>(1, 1, WaitStrategy::BusySpin, false), OneByOne);
+    throughput(group, &case, "herald", herald_solo_rig::<T>(1, WaitStrategy::BusySpin, false), OneByOne);
     throughput(group, &case, "disruptor", disruptor_1p1c::<T, _>(BusySpinWithSpinLoopHint, false), OneByOne);
     throughput(group, &case, "crossbeam", crossbeam_rig::<T>(1, 1, Blocking, false), OneByOne);
     throughput(group, &case, "std_mpsc", std_rig::<T>(1, 1, Blocking, false), OneByOne);
@@ -694,13 +758,13 @@ fn ring_cases<T: Payload>(group: &mut BenchmarkGroup<'_, WallTime>) {
     throughput(group, &case, "std_mpsc", std_rig::<T>(3, 1, Blocking, false), OneByOne);
 
     let case = format!("1p3c_{}", T::NAME);
-    throughput(group, &case, "herald", herald_rig::<T>(1, 3, WaitStrategy::Yield, false), OneByOne);
+    throughput(group, &case, "herald", herald_solo_rig::<T>(3, WaitStrategy::Yield, false), OneByOne);
     throughput(group, &case, "disruptor", disruptor_1p3c::<T, _>(YieldWait), OneByOne);
     throughput(group, &case, "crossbeam", crossbeam_rig::<T>(1, 3, Blocking, false), OneByOne);
     throughput(group, &case, "std_mpsc", std_rig::<T>(1, 3, Blocking, false), OneByOne);
 
     let case = format!("batch_{}", T::NAME);
-    throughput(group, &case, "herald", herald_rig::<T>(1, 1, WaitStrategy::BusySpin, false), Batched);
+    throughput(group, &case, "herald", herald_solo_rig::<T>(1, WaitStrategy::BusySpin, false), Batched);
     throughput(group, &case, "disruptor", disruptor_1p1c::<T, _>(BusySpinWithSpinLoopHint, false), Batched);
     throughput(group, &case, "crossbeam", crossbeam_rig::<T>(1, 1, Blocking, false), Batched);
     throughput(group, &case, "std_mpsc", std_rig::<T>(1, 1, Blocking, false), Batched);
@@ -728,7 +792,7 @@ fn ping<P: Publish<Envelope>>(group: &mut BenchmarkGroup<'_, WallTime>, name: &s
 
 fn ping_cases(group: &mut BenchmarkGroup<'_, WallTime>) {
     group.throughput(Throughput::Elements(1));
-    ping(group, "herald", herald_rig::<Envelope>(1, 1, WaitStrategy::BusySpin, true));
+    ping(group, "herald", herald_solo_rig::<Envelope>(1, WaitStrategy::BusySpin, true));
     ping(group, "disruptor", disruptor_1p1c::<Envelope, _>(BusySpinWithSpinLoopHint, true));
     ping(group, "crossbeam", crossbeam_rig::<Envelope>(1, 1, ChannelWait::Spin, true));
     ping(group, "std_mpsc", std_rig::<Envelope>(1, 1, ChannelWait::Spin, true));
@@ -773,7 +837,7 @@ fn latency_percentiles(events: u64) {
     eprintln!("| wait | impl | p50 µs | p99 µs | p99.9 µs | max µs | consumer cores | samples |");
     eprintln!("|---|---|---|---|---|---|---|---|");
     let spin = "busy-spin";
-    paced(spin, "herald (BusySpin)", herald_rig::<Envelope>(1, 1, WaitStrategy::BusySpin, true), events);
+    paced(spin, "herald (BusySpin)", herald_solo_rig::<Envelope>(1, WaitStrategy::BusySpin, true), events);
     paced(
         spin,
         "disruptor (BusySpinWithSpinLoopHint)",
@@ -783,7 +847,7 @@ fn latency_percentiles(events: u64) {
     paced(spin, "crossbeam (try_recv loop)", crossbeam_rig::<Envelope>(1, 1, ChannelWait::Spin, true), events);
     paced(spin, "std_mpsc (try_recv loop)", std_rig::<Envelope>(1, 1, ChannelWait::Spin, true), events);
     let blocking = "blocking";
-    paced(blocking, "herald (Blocking)", herald_rig::<Envelope>(1, 1, WaitStrategy::Blocking, true), events);
+    paced(blocking, "herald (Blocking)", herald_solo_rig::<Envelope>(1, WaitStrategy::Blocking, true), events);
     paced(blocking, "crossbeam (recv)", crossbeam_rig::<Envelope>(1, 1, ChannelWait::Blocking, true), events);
     paced(blocking, "std_mpsc (recv)", std_rig::<Envelope>(1, 1, ChannelWait::Blocking, true), events);
     eprintln!("(the disruptor crate has no blocking wait strategy: BusySpin, BusySpinWithSpinLoopHint, Sleep)\n");
@@ -955,6 +1019,39 @@ fn e2e_overhead((rounds, events): (usize, u64)) {
     );
 }
 
+/// Rounds of [`interleaved_1p1c`].
+const INTERLEAVED_ROUNDS: usize = 21;
+/// Events per side per round of [`interleaved_1p1c`].
+const INTERLEAVED_EVENTS: u64 = 2_000_000;
+
+/// 1p1c, Herald against the disruptor, interleaved: each round streams the same events through
+/// both (long-lived rigs, alternating which goes first), so both share the machine's drift;
+/// prints the median and range of the per-round Herald/disruptor throughput ratio.
+fn interleaved_1p1c<T: Payload>((rounds, events): (usize, u64)) {
+    let mut herald = herald_solo_rig::<T>(1, WaitStrategy::BusySpin, false);
+    let mut disruptor = disruptor_1p1c::<T, _>(BusySpinWithSpinLoopHint, false);
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let (herald_time, disruptor_time) = if round % 2 == 0 {
+            let h = stream(&mut herald, events, Publishing::OneByOne);
+            (h, stream(&mut disruptor, events, Publishing::OneByOne))
+        } else {
+            let d = stream(&mut disruptor, events, Publishing::OneByOne);
+            (stream(&mut herald, events, Publishing::OneByOne), d)
+        };
+        ratios.push(disruptor_time.as_secs_f64() / herald_time.as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    eprintln!(
+        "dispatch/interleaved_1p1c_{}: {rounds} rounds of {events} events per side: herald throughput = disruptor × \
+         {:.2} (median; range {:.2}–{:.2})",
+        T::NAME,
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Summary and main
 
@@ -1037,6 +1134,11 @@ fn main() {
     let wanted = |name: &str| filter(&args).is_none_or(|filter| filter.contains(name));
     if wanted("latency") {
         latency_percentiles(if bench_mode { LATENCY_EVENTS } else { 1000 });
+    }
+    if wanted("interleaved") {
+        let size = if bench_mode { (INTERLEAVED_ROUNDS, INTERLEAVED_EVENTS) } else { (1, 1000) };
+        interleaved_1p1c::<u64>(size);
+        interleaved_1p1c::<Envelope>(size);
     }
     if wanted("e2e") {
         e2e_overhead(if bench_mode { (E2E_ROUNDS, E2E_ROUND_EVENTS) } else { (1, 1000) });

@@ -20,4 +20,6 @@ pub use bus::{Backpressure, BusBuilder, BusConfig, BusError, EventBus};
 pub use handler::{DeadLetter, DeadLetterSink, DomainEvent, Filter, HandlerResult, Subscription};
 pub use metrics::{BusMetrics, HandlerStats};
 
-pub use ring::{Claim, ClaimError, Consumer, ConsumerId, Producer, PublishError, RingBuilder, Wait, WaitStrategy};
+pub use ring::{
+    Claim, ClaimError, Consumer, ConsumerId, Producer, PublishError, RingBuilder, SoloProducer, Wait, WaitStrategy,
+};

@@ -6,12 +6,22 @@
 //! - `claimed`: the next sequence a producer may claim. Producers claim `n` sequences with a CAS
 //!   from `c` to `c + n`, allowed only while `c + n <= slowest consumer + capacity`, so a claimed
 //!   slot is never one a consumer still has to read.
-//! - `published[slot]`: `s + 1` once the value for `s` is written (release); a consumer reads slot
-//!   `s` only after seeing `s + 1` there (acquire). Producers publish out of order; consumers read
-//!   in order, so they stop at the first unpublished sequence.
+//! - `published[slot]`: `s + 1` once the value for `s` is written (release), with the [`EMPTY`]
+//!   bit set when the claim was abandoned before writing it; a consumer reads slot `s` only after
+//!   seeing `s + 1` there (acquire). Producers publish out of order; consumers read in order, so
+//!   they stop at the first unpublished sequence.
 //! - each consumer's `sequence`: every sequence below it has been read by that consumer and will
 //!   not be touched by it again (release). Producers gate on the minimum over all consumers
 //!   (acquire); a consumer with dependencies reads only below the minimum of theirs.
+//!
+//! A ring built with [`RingBuilder::build_solo`] has exactly one producer ([`SoloProducer`]): it
+//! claims without a CAS, gates on a private cache of the slowest consumer, and publishes by
+//! moving one `cursor` (release) instead of per-slot flags; consumers read up to the cursor
+//! (acquire). An abandoned solo claim gives its unwritten sequences back instead of publishing
+//! them empty. Everything else is the same protocol.
+//!
+//! Slots are preallocated with `T::default()` and overwritten in place, as in the Disruptor: a
+//! value stays in its slot until the producer of the next lap overwrites it.
 //!
 //! Nothing on the publish or consume path locks or allocates. The only lock is taken when a
 //! consumer using [`WaitStrategy::Blocking`] actually sleeps, and by a producer waking it.
@@ -78,8 +88,12 @@ struct ConsumerShared {
 }
 
 struct Shared<T> {
-    slots: Box<[UnsafeCell<Option<T>>]>,
+    slots: Box<[UnsafeCell<T>]>,
+    /// Per-slot publication flags (multi-producer rings; empty for a solo ring).
     published: Box<[AtomicU64]>,
+    /// Solo rings: every sequence below this is published.
+    cursor: CachePadded<AtomicU64>,
+    solo: bool,
     mask: u64,
     capacity: u64,
     claimed: CachePadded<AtomicU64>,
@@ -92,6 +106,9 @@ struct Shared<T> {
     any_blocking: bool,
     closed: AtomicBool,
 }
+
+/// The bit of a `published` flag that marks an abandoned (never written) sequence.
+const EMPTY: u64 = 1 << 63;
 
 // SAFETY: slots are accessed per the sequence protocol (module docs): a slot is written only by
 // the producer that claimed its sequence, and only after every consumer passed the previous use;
@@ -127,7 +144,22 @@ impl RingBuilder {
     }
 
     /// Builds the ring: one producer handle (clone it per thread) and the consumers in id order.
-    pub fn build<T: Send + Sync>(self) -> Result<(Producer<T>, Vec<Consumer<T>>), String> {
+    pub fn build<T: Send + Sync + Default>(self) -> Result<(Producer<T>, Vec<Consumer<T>>), String> {
+        let (shared, consumers) = self.build_shared(false)?;
+        Ok((Producer { shared }, consumers))
+    }
+
+    /// Builds a ring with exactly one producer, which is cheaper per publish than the
+    /// multi-producer claim. Dropping the producer closes the ring.
+    pub fn build_solo<T: Send + Sync + Default>(self) -> Result<(SoloProducer<T>, Vec<Consumer<T>>), String> {
+        let start = self.start;
+        let (shared, consumers) = self.build_shared(true)?;
+        let capacity = shared.capacity;
+        Ok((SoloProducer { shared, next: start, free_until: start + capacity, closed: false }, consumers))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn build_shared<T: Send + Sync + Default>(self, solo: bool) -> Result<(Arc<Shared<T>>, Vec<Consumer<T>>), String> {
         if self.capacity < 2 || !self.capacity.is_power_of_two() {
             return Err(format!("ring capacity must be a power of two ≥ 2, got {}", self.capacity));
         }
@@ -140,8 +172,10 @@ impl RingBuilder {
             }
         }
         let shared = Arc::new(Shared {
-            slots: (0..self.capacity).map(|_| UnsafeCell::new(None)).collect(),
-            published: (0..self.capacity).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..self.capacity).map(|_| UnsafeCell::new(T::default())).collect(),
+            published: (0..if solo { 0 } else { self.capacity }).map(|_| AtomicU64::new(0)).collect(),
+            cursor: CachePadded::new(AtomicU64::new(self.start)),
+            solo,
             mask: self.capacity as u64 - 1,
             capacity: self.capacity as u64,
             claimed: CachePadded::new(AtomicU64::new(self.start)),
@@ -171,7 +205,7 @@ impl RingBuilder {
                 readable_until: self.start,
             })
             .collect();
-        Ok((Producer { shared }, consumers))
+        Ok((shared, consumers))
     }
 }
 
@@ -185,6 +219,7 @@ impl<T> Shared<T> {
 
     /// Wakes parked consumers, if any may be parked. Called after every publish and every
     /// consumer advance when the ring has blocking consumers.
+    #[inline]
     fn wake_sleepers(&self) {
         if !self.any_blocking {
             return;
@@ -195,6 +230,25 @@ impl<T> Shared<T> {
         if self.sleepers.load(Ordering::Relaxed) > 0 {
             self.unpark_all();
         }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        // Wake everyone so they notice.
+        fence(Ordering::SeqCst);
+        self.unpark_all();
+    }
+
+    /// Writes the slot of `sequence`; only the holder of a claim covering it (or the solo producer,
+    /// for the sequence it checked) calls this.
+    #[inline]
+    fn store(&self, sequence: u64, value: T) {
+        let slot = &self.slots[(sequence & self.mask) as usize];
+        // SAFETY: the caller's claim covers `sequence`, so no other producer writes this slot, and
+        // the claim (or solo check) was allowed only once every consumer's sequence passed `sequence - capacity`,
+        // the slot's previous use; the slot is not published for `sequence` yet, so no consumer
+        // reads it.
+        slot.with_mut(|pointer| unsafe { *pointer = value });
     }
 
     fn unpark_all(&self) {
@@ -217,39 +271,48 @@ impl<T> Clone for Producer<T> {
     }
 }
 
-/// `n` claimed sequences from `start`; each must be written with [`Claim::write`] and then the
-/// whole claim published. Dropping a claim publishes the slots written so far and `None` for the
-/// rest, so consumers never stall on an abandoned claim.
+/// `n` claimed sequences from `start`, written in order with [`Claim::write`] and published
+/// when the claim is dropped. Unwritten sequences of a multi-producer claim are published empty
+/// (consumers see `None`), so consumers never stall on an abandoned claim; a solo claim gives
+/// them back to its producer instead.
 pub struct Claim<'a, T> {
-    producer: &'a Producer<T>,
+    shared: &'a Shared<T>,
     start: u64,
     count: u64,
     written: u64,
+    /// A solo claim: its producer's next sequence, set to the end of what was written.
+    solo_next: Option<&'a mut u64>,
 }
 
 impl<T> Claim<'_, T> {
     /// The first claimed sequence.
+    #[inline]
     pub fn start(&self) -> u64 {
         self.start
     }
 
     /// Writes the next claimed slot.
+    #[inline]
     pub fn write(&mut self, value: T) {
         assert!(self.written < self.count, "more writes than claimed sequences");
-        let sequence = self.start + self.written;
-        self.producer.store(sequence, Some(value));
+        self.shared.store(self.start + self.written, value);
         self.written += 1;
     }
 }
 
 impl<T> Drop for Claim<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        let shared = &self.producer.shared;
-        for sequence in self.start + self.written..self.start + self.count {
-            self.producer.store(sequence, None);
-        }
-        for sequence in self.start..self.start + self.count {
-            shared.published[(sequence & shared.mask) as usize].store(sequence + 1, Ordering::Release);
+        let shared = self.shared;
+        let written_end = self.start + self.written;
+        if let Some(next) = self.solo_next.take() {
+            *next = written_end;
+            shared.cursor.store(written_end, Ordering::Release);
+        } else {
+            for sequence in self.start..self.start + self.count {
+                let empty = if sequence < written_end { 0 } else { EMPTY };
+                shared.published[(sequence & shared.mask) as usize].store((sequence + 1) | empty, Ordering::Release);
+            }
         }
         shared.wake_sleepers();
     }
@@ -277,7 +340,7 @@ impl<T> Producer<T> {
                 .compare_exchange_weak(current, current + count, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                return Ok(Claim { producer: self, start: current, count, written: 0 });
+                return Ok(Claim { shared, start: current, count, written: 0, solo_next: None });
             }
         }
     }
@@ -285,58 +348,23 @@ impl<T> Producer<T> {
     /// Claims `count` sequences, waiting up to `timeout` for free slots (spin, then yield, then
     /// short sleeps).
     pub fn claim_timeout(&self, count: usize, timeout: Duration) -> Result<Claim<'_, T>, ClaimError> {
-        match self.try_claim(count) {
-            Err(ClaimError::Full) => {}
-            result => return result,
-        }
-        let deadline = Instant::now() + timeout;
-        let mut attempts = 0u32;
-        loop {
-            match self.try_claim(count) {
-                Err(ClaimError::Full) if Instant::now() < deadline => {
-                    attempts += 1;
-                    match attempts {
-                        0..=64 => spin(),
-                        65..=128 => yield_now(),
-                        _ => std::thread::sleep(Duration::from_micros(50)),
-                    }
-                }
-                result => return result,
-            }
-        }
+        retry_while_full(timeout, || self.try_claim(count))
     }
 
     /// Publishes one value if a slot is free; otherwise hands it back (`Full`).
     pub fn try_publish(&self, value: T) -> Result<u64, PublishError<T>> {
-        match self.try_claim(1) {
-            Ok(mut claim) => {
-                claim.write(value);
-                Ok(claim.start())
-            }
-            Err(ClaimError::Closed) => Err(PublishError::Closed(value)),
-            Err(_) => Err(PublishError::Full(value)),
-        }
+        publish_into(self.try_claim(1), value)
     }
 
     /// Publishes one value, waiting up to `timeout` for a free slot.
     pub fn publish_timeout(&self, value: T, timeout: Duration) -> Result<u64, PublishError<T>> {
-        match self.claim_timeout(1, timeout) {
-            Ok(mut claim) => {
-                claim.write(value);
-                Ok(claim.start())
-            }
-            Err(ClaimError::Closed) => Err(PublishError::Closed(value)),
-            Err(_) => Err(PublishError::Full(value)),
-        }
+        publish_into(self.claim_timeout(1, timeout), value)
     }
 
     /// Closes the ring: claims fail from now on; consumers drain what is published, then see
     /// the end.
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Release);
-        // Wake everyone so they notice.
-        fence(Ordering::SeqCst);
-        self.shared.unpark_all();
+        self.shared.close();
     }
 
     /// The next sequence to be claimed (everything below is claimed).
@@ -348,18 +376,164 @@ impl<T> Producer<T> {
     pub fn consumed(&self) -> u64 {
         self.shared.slowest_consumer()
     }
+}
 
-    fn store(&self, sequence: u64, value: Option<T>) {
-        let shared = &self.shared;
-        let slot = &shared.slots[(sequence & shared.mask) as usize];
-        // SAFETY: this producer claimed `sequence`, so no other producer writes this slot, and the
-        // claim was allowed only once every consumer's sequence passed `sequence - capacity`, the
-        // slot's previous use; the slot is not published for `sequence` yet, so no consumer reads it.
-        slot.with_mut(|pointer| unsafe { *pointer = value });
+/// Retries `attempt` while the ring is full, up to `timeout`: spin, then yield, then short sleeps.
+fn retry_while_full<R>(timeout: Duration, mut attempt: impl FnMut() -> Result<R, ClaimError>) -> Result<R, ClaimError> {
+    match attempt() {
+        Err(ClaimError::Full) => {}
+        result => return result,
+    }
+    let deadline = Instant::now() + timeout;
+    let mut attempts = 0u32;
+    loop {
+        match attempt() {
+            Err(ClaimError::Full) if Instant::now() < deadline => {
+                attempts += 1;
+                match attempts {
+                    0..=64 => spin(),
+                    65..=128 => yield_now(),
+                    _ => std::thread::sleep(Duration::from_micros(50)),
+                }
+            }
+            result => return result,
+        }
     }
 }
 
-/// The consuming side of one consumer; move it to the thread that runs the consumer.
+/// Writes `value` into a one-slot claim, or hands it back with why there was none.
+#[inline]
+fn publish_into<T>(claimed: Result<Claim<'_, T>, ClaimError>, value: T) -> Result<u64, PublishError<T>> {
+    match claimed {
+        Ok(mut claim) => {
+            claim.write(value);
+            Ok(claim.start())
+        }
+        Err(ClaimError::Closed) => Err(PublishError::Closed(value)),
+        Err(_) => Err(PublishError::Full(value)),
+    }
+}
+
+/// The only producer of a ring built with [`RingBuilder::build_solo`]: claims are a plain
+/// increment of its own counter, checked against a private cache of the slowest consumer.
+/// Dropping it closes the ring. Aligned to its own cache lines (its counters change on every
+/// publish), wherever the caller keeps it.
+#[repr(align(128))]
+pub struct SoloProducer<T> {
+    shared: Arc<Shared<T>>,
+    /// The next sequence to claim.
+    next: u64,
+    /// Sequences below this were free when the consumers were last looked at (the slowest
+    /// consumer's sequence then, plus the capacity).
+    free_until: u64,
+    /// Only this producer closes a solo ring, so it needs no atomic to know.
+    closed: bool,
+}
+
+impl<T> SoloProducer<T> {
+    /// Whether `count` sequences can be claimed now; refreshes the gate when they seem not to be.
+    #[inline]
+    fn check(&mut self, count: u64) -> Result<(), ClaimError> {
+        if self.next + count <= self.free_until && count != 0 && !self.closed {
+            return Ok(());
+        }
+        let shared = &self.shared;
+        if count > shared.capacity || count == 0 {
+            return Err(ClaimError::TooMany);
+        }
+        if self.closed {
+            return Err(ClaimError::Closed);
+        }
+        self.free_until = shared.slowest_consumer() + shared.capacity;
+        if self.next + count > self.free_until {
+            return Err(ClaimError::Full);
+        }
+        Ok(())
+    }
+
+    /// Claims sequences [`SoloProducer::check`] allowed.
+    #[inline]
+    fn claim_checked(&mut self, count: u64) -> Claim<'_, T> {
+        // `claimed` stays untouched: a claim borrows the producer mutably, so the ring cannot be
+        // closed (by `close` or drop) while one is in flight, and consumers drain to the cursor.
+        Claim { shared: &self.shared, start: self.next, count, written: 0, solo_next: Some(&mut self.next) }
+    }
+
+    /// Claims `count` consecutive sequences if that many slots are free now.
+    #[inline]
+    pub fn try_claim(&mut self, count: usize) -> Result<Claim<'_, T>, ClaimError> {
+        self.check(count as u64)?;
+        Ok(self.claim_checked(count as u64))
+    }
+
+    /// Claims `count` sequences, waiting up to `timeout` for free slots.
+    pub fn claim_timeout(&mut self, count: usize, timeout: Duration) -> Result<Claim<'_, T>, ClaimError> {
+        retry_while_full(timeout, || self.check(count as u64))?;
+        Ok(self.claim_checked(count as u64))
+    }
+
+    /// Publishes one value if a slot is free; otherwise hands it back (`Full`).
+    #[inline]
+    pub fn try_publish(&mut self, value: T) -> Result<u64, PublishError<T>> {
+        if let Err(error) = self.check(1) {
+            return Err(if error == ClaimError::Closed {
+                PublishError::Closed(value)
+            } else {
+                PublishError::Full(value)
+            });
+        }
+        Ok(self.publish_checked(value))
+    }
+
+    /// Publishes one value, waiting up to `timeout` for a free slot.
+    pub fn publish_timeout(&mut self, value: T, timeout: Duration) -> Result<u64, PublishError<T>> {
+        match retry_while_full(timeout, || self.check(1)) {
+            Ok(()) => Ok(self.publish_checked(value)),
+            Err(ClaimError::Closed) => Err(PublishError::Closed(value)),
+            Err(_) => Err(PublishError::Full(value)),
+        }
+    }
+
+    /// Writes and publishes one sequence [`SoloProducer::check`] allowed: the whole claim
+    /// protocol for one slot, without a [`Claim`].
+    #[inline]
+    fn publish_checked(&mut self, value: T) -> u64 {
+        let sequence = self.next;
+        let shared = &*self.shared;
+        shared.store(sequence, value);
+        self.next = sequence + 1;
+        shared.cursor.store(self.next, Ordering::Release);
+        shared.wake_sleepers();
+        sequence
+    }
+
+    /// Closes the ring (as dropping the producer does): claims fail from now on; consumers
+    /// drain what is published, then see the end.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.shared.close();
+    }
+
+    /// The next sequence to be claimed.
+    pub fn claimed(&self) -> u64 {
+        self.next
+    }
+
+    /// The slowest consumer's sequence.
+    pub fn consumed(&self) -> u64 {
+        self.shared.slowest_consumer()
+    }
+}
+
+impl<T> Drop for SoloProducer<T> {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+/// The consuming side of one consumer; move it to the thread that runs the consumer. Aligned to
+/// its own cache lines (its counters change on every batch), wherever the caller keeps it.
+#[repr(align(128))]
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
     index: usize,
@@ -388,14 +562,19 @@ impl<T> Consumer<T> {
     }
 
     /// The end (exclusive) of what this consumer may read now, at most `max` ahead.
+    #[inline]
     fn readable_end(&self, max: u64) -> u64 {
         let shared = &self.shared;
         let limit = self.next.saturating_add(max);
-        if self.after.is_empty() {
+        if self.after.is_empty() && shared.solo {
+            shared.cursor.load(Ordering::Acquire).min(limit)
+        } else if self.after.is_empty() {
             // The published flags alone say what is readable (a flag from an earlier lap never
             // equals `s + 1`), so the consumer never touches the producers' `claimed` line.
             let mut end = self.next;
-            while end < limit && shared.published[(end & shared.mask) as usize].load(Ordering::Acquire) == end + 1 {
+            while end < limit
+                && shared.published[(end & shared.mask) as usize].load(Ordering::Acquire) & !EMPTY == end + 1
+            {
                 end += 1;
             }
             end
@@ -409,8 +588,16 @@ impl<T> Consumer<T> {
     /// claim), without waiting, then releases them. Returns how many sequences it consumed.
     pub fn poll(&mut self, max: usize, mut handle: impl FnMut(u64, Option<&T>)) -> usize {
         let range = self.readable(max);
+        self.consume(range, &mut handle)
+    }
+
+    /// Hands every event of `range`, just returned by [`Consumer::readable`], to `handle`, then
+    /// releases them.
+    #[inline]
+    fn consume(&mut self, range: std::ops::Range<u64>, mut handle: impl FnMut(u64, Option<&T>)) -> usize {
         for sequence in range.clone() {
-            self.with_value(sequence, |value| handle(sequence, value));
+            // `range` is readable and not released.
+            self.value_at(sequence, |value| handle(sequence, value));
         }
         self.release(range.end);
         (range.end - range.start) as usize
@@ -419,6 +606,7 @@ impl<T> Consumer<T> {
     /// The sequences readable now (at most `max`), without consuming them: read them with
     /// [`Consumer::with_value`], then [`Consumer::release`] them. Until released, producers
     /// cannot reuse their slots and dependent consumers cannot see them.
+    #[inline]
     pub fn readable(&mut self, max: usize) -> std::ops::Range<u64> {
         let end = self.readable_end(max as u64);
         self.readable_until = self.readable_until.max(end);
@@ -427,6 +615,7 @@ impl<T> Consumer<T> {
 
     /// Calls `f` with the value at `sequence`, which must lie in a range [`Consumer::readable`]
     /// returned and not yet released (`None` for an abandoned claim).
+    #[inline]
     pub fn with_value<R>(&self, sequence: u64, f: impl FnOnce(Option<&T>) -> R) -> R {
         assert!(
             sequence >= self.next && sequence < self.readable_until,
@@ -434,14 +623,25 @@ impl<T> Consumer<T> {
             self.next,
             self.readable_until
         );
+        self.value_at(sequence, f)
+    }
+
+    /// The value at a readable, unreleased `sequence` (`None` for an abandoned claim).
+    #[inline]
+    fn value_at<R>(&self, sequence: u64, f: impl FnOnce(Option<&T>) -> R) -> R {
         let shared = &self.shared;
-        let slot = &shared.slots[(sequence & shared.mask) as usize];
+        let index = (sequence & shared.mask) as usize;
+        // Already acquired by this consumer's scan or through its dependencies' sequences.
+        if !shared.solo && shared.published[index].load(Ordering::Acquire) & EMPTY != 0 {
+            return f(None);
+        }
         // SAFETY: `sequence` was readable (published, or consumed by every dependency, which
         // implies it), and no producer can claim it again before this consumer releases it.
-        slot.with(|pointer| f(unsafe { (*pointer).as_ref() }))
+        shared.slots[index].with(|pointer| f(Some(unsafe { &*pointer })))
     }
 
     /// Marks every sequence below `end` consumed by this consumer.
+    #[inline]
     pub fn release(&mut self, end: u64) {
         if end <= self.next {
             return;
@@ -454,8 +654,9 @@ impl<T> Consumer<T> {
 
     /// Waits (per the strategy) until something is readable; returns the readable range (at most
     /// `max` long), unreleased, or why it stopped.
+    #[inline]
     pub fn wait_readable(&mut self, max: usize, timeout: Duration) -> Result<std::ops::Range<u64>, Wait> {
-        // The clock is read only once there is something to wait for.
+        // The clock is read only after a while of waiting, and then every 64 checks.
         let mut deadline = None;
         let mut idle = 0u32;
         loop {
@@ -466,36 +667,35 @@ impl<T> Consumer<T> {
             if self.shared.closed.load(Ordering::Acquire) && self.drained() {
                 return Err(Wait::Closed);
             }
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
             idle = idle.saturating_add(1);
-            if idle.is_multiple_of(64) && Instant::now() >= deadline {
-                return Err(Wait::TimedOut);
+            if idle.is_multiple_of(64) {
+                let now = Instant::now();
+                if now >= *deadline.get_or_insert(now + timeout) {
+                    return Err(Wait::TimedOut);
+                }
             }
             match (self.wait, idle) {
                 (WaitStrategy::BusySpin, _) | (_, 0..=100) => spin(),
                 (WaitStrategy::Yield, _) | (WaitStrategy::Blocking, 101..=120) => yield_now(),
-                (WaitStrategy::Blocking, _) => self.park(deadline),
+                (WaitStrategy::Blocking, _) => self.park(deadline.unwrap_or_else(|| Instant::now() + timeout)),
             }
         }
     }
 
     /// Waits (per the strategy) until events are readable, then handles up to `max` of them.
+    #[inline]
     pub fn wait(&mut self, max: usize, timeout: Duration, mut handle: impl FnMut(u64, Option<&T>)) -> Wait {
         match self.wait_readable(max, timeout) {
-            Ok(range) => {
-                for sequence in range.clone() {
-                    self.with_value(sequence, |value| handle(sequence, value));
-                }
-                self.release(range.end);
-                Wait::Handled((range.end - range.start) as usize)
-            }
+            Ok(range) => Wait::Handled(self.consume(range, &mut handle)),
             Err(stopped) => stopped,
         }
     }
 
     /// Whether every claimed sequence has been read by this consumer.
     fn drained(&self) -> bool {
-        self.readable_end(u64::MAX) == self.next && self.next >= self.shared.claimed.load(Ordering::Acquire)
+        let shared = &self.shared;
+        let last = if shared.solo { &shared.cursor } else { &shared.claimed };
+        self.readable_end(u64::MAX) == self.next && self.next >= last.load(Ordering::Acquire)
     }
 
     fn park(&self, deadline: Instant) {
@@ -635,6 +835,65 @@ mod tests {
     }
 
     #[test]
+    fn a_solo_ring_delivers_in_order_across_wrap_around_and_closes_when_dropped() {
+        // One producer publishing through the cursor: every value once, in order, through many
+        // laps; dropping the producer ends the consumer once it drained.
+        let mut builder = RingBuilder::new(4);
+        builder.consumer(WaitStrategy::Blocking, &[]);
+        let (mut producer, mut consumers) = builder.build_solo::<u64>().unwrap();
+        let mut consumer = consumers.remove(0);
+        let reader = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            loop {
+                let waited = consumer.wait(3, Duration::from_secs(5), |sequence, value| {
+                    assert_eq!(Some(&sequence), value);
+                    seen.push(sequence);
+                });
+                match waited {
+                    Wait::Closed => return seen,
+                    Wait::TimedOut => panic!("the consumer was never woken"),
+                    Wait::Handled(_) => {}
+                }
+            }
+        });
+        for value in 0..1000u64 {
+            assert_eq!(producer.publish_timeout(value, Duration::from_secs(5)), Ok(value));
+        }
+        drop(producer);
+        assert_eq!(reader.join().unwrap(), (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_solo_ring_hands_back_when_full_and_gives_back_abandoned_claims() {
+        // A solo claim publishes what was written and gives the rest back.
+        let mut builder = RingBuilder::new(4).starting_at(10);
+        builder.consumer(WaitStrategy::BusySpin, &[]);
+        let (mut producer, mut consumers) = builder.build_solo::<u64>().unwrap();
+        {
+            let mut claim = producer.try_claim(3).unwrap();
+            assert_eq!(claim.start(), 10);
+            claim.write(7);
+        }
+        assert_eq!(producer.claimed(), 11);
+        assert_eq!(producer.try_publish(8), Ok(11));
+        assert_eq!(producer.try_publish(9), Ok(12));
+        assert_eq!(producer.try_publish(10), Ok(13));
+        assert_eq!(producer.try_publish(11), Err(PublishError::Full(11)));
+        assert_eq!(producer.try_claim(5).err(), Some(ClaimError::TooMany));
+        let mut got = Vec::new();
+        consumers[0].poll(2, |sequence, value| got.push((sequence, value.copied())));
+        assert_eq!(got, vec![(10, Some(7)), (11, Some(8))]);
+        assert_eq!(producer.claim_timeout(2, Duration::from_millis(1)).map(|claim| claim.start()), Ok(14));
+        assert_eq!(producer.claimed(), 14, "an unwritten claim is given back");
+        producer.close();
+        assert_eq!(producer.try_publish(1), Err(PublishError::Closed(1)));
+        got.clear();
+        consumers[0].poll(10, |sequence, value| got.push((sequence, value.copied())));
+        assert_eq!(got, vec![(12, Some(9)), (13, Some(10))]);
+        assert_eq!(consumers[0].wait(1, Duration::from_secs(1), |_, _| ()), Wait::Closed);
+    }
+
+    #[test]
     fn bad_topologies_are_refused() {
         // Capacity and dependency rules are checked at build time.
         assert!(RingBuilder::new(3).build::<u64>().is_err());
@@ -698,6 +957,33 @@ mod loom_tests {
             assert_eq!(tens, vec![10, 11], "one producer's values keep their order");
             values.sort_unstable();
             assert_eq!(values, vec![10, 11, 20]);
+        });
+    }
+
+    #[test]
+    fn a_solo_producer_and_a_consumer_with_wrap_around() {
+        // The cursor publishes the slot writes: each value is read once, in order, through a
+        // 2-slot ring, and the producer never overwrites a slot the consumer has not released.
+        loom::model(|| {
+            let mut builder = RingBuilder::new(2);
+            builder.consumer(WaitStrategy::BusySpin, &[]);
+            let (mut producer, mut consumers) = builder.build_solo::<u64>().unwrap();
+            let mut consumer = consumers.remove(0);
+            let reader = loom::thread::spawn(move || drain(&mut consumer, 3));
+            for value in [5, 6, 7] {
+                let mut value = value;
+                loop {
+                    match producer.try_publish(value) {
+                        Ok(_) => break,
+                        Err(PublishError::Full(back)) => {
+                            value = back;
+                            loom::thread::yield_now();
+                        }
+                        Err(PublishError::Closed(_)) => unreachable!("never closed here"),
+                    }
+                }
+            }
+            assert_eq!(reader.join().unwrap(), vec![(0, 5), (1, 6), (2, 7)]);
         });
     }
 
