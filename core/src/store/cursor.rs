@@ -5,6 +5,7 @@
 //! visited, and retention deleting a segment under it does not invalidate its views (the mapping
 //! lives until the cursor drops). Every record it returns has had its checksum verified.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::record::{classify, EventView, Frame};
@@ -47,12 +48,25 @@ pub(crate) fn locate(segments: &[Arc<Segment>], position: u64) -> Result<(usize,
     Ok((segment_index, *offset as usize))
 }
 
-/// Decodes the record at `offset`, checking that it is complete, intact and at `position`.
+/// Decodes the record at `offset`, checking that it is complete, intact and at `position`. The
+/// checksum is checked unless this process already did (below `Segment::verified`); a checked
+/// record right at the watermark moves it.
 pub(crate) fn decode_at(
     segment: &Segment,
     offset: usize,
     limit: usize,
     position: u64,
+) -> Result<EventView<'_>, StoreError> {
+    decode_record(segment, offset, limit, position, false)
+}
+
+/// [`decode_at`], checking the checksum always when `always_check` (for `verify`).
+pub(crate) fn decode_record(
+    segment: &Segment,
+    offset: usize,
+    limit: usize,
+    position: u64,
+    always_check: bool,
 ) -> Result<EventView<'_>, StoreError> {
     let corrupt = |reason: String| StoreError::Corruption {
         file: segment.path.clone().unwrap_or_else(|| "<memory>".into()),
@@ -67,9 +81,15 @@ pub(crate) fn decode_at(
     let Frame::Complete(length) = classify(region) else {
         return Err(corrupt("record missing or incomplete below the committed end".into()));
     };
-    let view = EventView::decode(&region[..length]).map_err(|error| corrupt(error.to_string()))?;
+    let verified = segment.verified.load(Ordering::Acquire);
+    let check_crc = always_check || offset + length > verified;
+    let view = EventView::decode_checked(&region[..length], check_crc).map_err(|error| corrupt(error.to_string()))?;
     if view.position != position {
         return Err(corrupt(format!("record holds position {}", view.position)));
+    }
+    if check_crc && offset == verified {
+        // Another reader may have moved it already; either way it covers this record now.
+        let _ = segment.verified.compare_exchange(offset, offset + length, Ordering::AcqRel, Ordering::Relaxed);
     }
     Ok(view)
 }
@@ -102,7 +122,7 @@ impl Cursor {
             };
             let decoded = located.and_then(|(position, segment, offset)| {
                 let segment = &segments[segment];
-                decode_at(segment, offset, segment.written.load(std::sync::atomic::Ordering::Acquire), position)
+                decode_at(segment, offset, segment.written.load(Ordering::Acquire), position)
             });
             let view = match decoded {
                 Ok(view) => view,

@@ -1,9 +1,9 @@
 //! The in-memory indexes (event id, aggregate stream, type) and their rkyv checkpoint.
 //!
-//! - ids: every id ever appended → its position and aggregate version. Ids are never forgotten,
-//!   not even when retention deletes their segment, so idempotency reaches back to the start of
-//!   the log (the cost: about 60 bytes of memory per event ever appended, measured; all indexes
-//!   together take about 83 bytes per event, see `docs/benchmarks.md`).
+//! - ids ([`IdIndex`]): every id ever appended → its position and aggregate version. Ids are
+//!   never forgotten, not even when retention deletes their segment, so idempotency reaches back
+//!   to the start of the log (the cost: 32 bytes of memory per generated id, about 40 per
+//!   publisher-chosen one; see `docs/benchmarks.md` for all indexes together).
 //! - streams: aggregate id → positions of its domain events; a version is an index + 1.
 //! - types: event type → positions, one list per kind (so a read by kind and type is exact).
 //! - time needs no index: timestamps never decrease along positions, so a binary search over the
@@ -34,9 +34,71 @@ pub(crate) struct IdEntry {
     pub aggregate_version: u64,
 }
 
+/// The id index. The log generates ids in increasing order (see `Log::append`), so generated
+/// ids go to `ordered`, a sorted vector: an append is a push (no hashing, no random memory
+/// access) and a lookup a binary search. Publisher-chosen ids, and any id that does not sort
+/// after the last ordered one, go to `unordered`, a hash map. An id is in one of the two.
+#[derive(Default)]
+pub(crate) struct IdIndex {
+    ordered: Vec<OrderedId>,
+    unordered: HashMap<Uuid, IdEntry, Hasher>,
+}
+
+#[derive(Clone, Copy)]
+struct OrderedId {
+    id: u128,
+    entry: IdEntry,
+}
+
+impl IdIndex {
+    pub fn get(&self, id: &Uuid) -> Option<IdEntry> {
+        let key = id.as_u128();
+        match self.ordered.binary_search_by_key(&key, |row| row.id) {
+            Ok(at) => Some(self.ordered[at].entry),
+            Err(_) => self.unordered.get(id).copied(),
+        }
+    }
+
+    /// Adds an id that is not in the index; `generated` ids go to the ordered part if they sort
+    /// after its last id.
+    pub fn insert(&mut self, id: Uuid, entry: IdEntry, generated: bool) {
+        let key = id.as_u128();
+        if generated && self.ordered.last().is_none_or(|last| key > last.id) {
+            self.ordered.push(OrderedId { id: key, entry });
+        } else {
+            self.unordered.insert(id, entry);
+        }
+    }
+
+    /// The greatest id of the ordered part: a new id above it is appended without hashing.
+    pub fn last_ordered(&self) -> Option<u128> {
+        self.ordered.last().map(|row| row.id)
+    }
+
+    /// How many ids the ordered part holds ([`IdIndex::iter`] yields them first).
+    pub fn ordered_len(&self) -> usize {
+        self.ordered.len()
+    }
+
+    /// Every id, the ordered ones first, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (Uuid, IdEntry)> + '_ {
+        let ordered = self.ordered.iter().map(|row| (Uuid::from_u128(row.id), row.entry));
+        ordered.chain(self.unordered.iter().map(|(id, entry)| (*id, *entry)))
+    }
+
+    fn with_capacity(capacity: usize) -> Self {
+        IdIndex { ordered: Vec::with_capacity(capacity), unordered: HashMap::default() }
+    }
+
+    fn approximate_bytes(&self) -> usize {
+        self.ordered.capacity() * std::mem::size_of::<OrderedId>()
+            + self.unordered.capacity() * (std::mem::size_of::<(Uuid, IdEntry)>() + 1)
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Index {
-    pub ids: HashMap<Uuid, IdEntry, Hasher>,
+    pub ids: IdIndex,
     pub streams: HashMap<Box<str>, Vec<u64>, Hasher>,
     pub types: HashMap<Box<str>, [Vec<u64>; 3], Hasher>,
 }
@@ -51,17 +113,20 @@ impl Index {
         self.streams.get(aggregate_id).map_or(0, |positions| positions.len() as u64)
     }
 
-    /// Adds one record; records are added in position order.
+    /// Adds one record; records are added in position order. `generated`: whether the log made
+    /// the id (see [`IdIndex`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
         id: Uuid,
+        generated: bool,
         kind: EventKind,
         event_type: &str,
         aggregate_id: &str,
         position: u64,
         aggregate_version: u64,
     ) {
-        self.ids.insert(id, IdEntry { position, aggregate_version });
+        self.ids.insert(id, IdEntry { position, aggregate_version }, generated);
         if kind == EventKind::Domain {
             push(&mut self.streams, aggregate_id, position);
         }
@@ -104,7 +169,7 @@ impl Index {
 
     /// Bytes of heap the index uses, roughly (for the benchmark report).
     pub fn approximate_bytes(&self) -> usize {
-        let ids = self.ids.capacity() * (std::mem::size_of::<(Uuid, IdEntry)>() + 1);
+        let ids = self.ids.approximate_bytes();
         let streams: usize = self.streams.iter().map(|(k, v)| k.len() + 48 + v.capacity() * 8).sum();
         let types: usize =
             self.types.iter().map(|(k, v)| k.len() + 96 + v.iter().map(|l| l.capacity() * 8).sum::<usize>()).sum();
@@ -151,13 +216,15 @@ pub(crate) struct CheckpointData {
     pub next_position: u64,
     pub last_timestamp_ns: u64,
     pub segments: Vec<SegmentState>,
+    /// `ids` starts with this many generated ids, in increasing order.
+    pub ordered_ids: u64,
     pub ids: Vec<IdRow>,
     pub streams: Vec<NamedPositions>,
     pub types: Vec<NamedPositions>,
 }
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"HERALDIX";
-const CHECKPOINT_FORMAT: u32 = 1;
+const CHECKPOINT_FORMAT: u32 = 2;
 const CHECKPOINT_HEADER_BYTES: usize = 32;
 pub(crate) const CHECKPOINT_FILE: &str = "index.ckpt";
 
@@ -187,6 +254,7 @@ impl CheckpointData {
             next_position,
             last_timestamp_ns,
             segments,
+            ordered_ids: index.ids.ordered_len() as u64,
             ids: index
                 .ids
                 .iter()
@@ -261,14 +329,16 @@ impl Index {
     /// Rebuilds the maps from an archived checkpoint, without an intermediate deserialization.
     pub fn from_checkpoint(data: &ArchivedCheckpointData) -> Index {
         let mut index = Index {
-            ids: HashMap::with_capacity_and_hasher(data.ids.len(), Hasher::default()),
+            ids: IdIndex::with_capacity(data.ids.len()),
             streams: HashMap::with_capacity_and_hasher(data.streams.len(), Hasher::default()),
             types: HashMap::with_capacity_and_hasher(data.types.len(), Hasher::default()),
         };
-        for row in data.ids.iter() {
+        let ordered = data.ordered_ids.to_native();
+        for (at, row) in data.ids.iter().enumerate() {
             index.ids.insert(
                 Uuid::from_bytes(row.id),
                 IdEntry { position: row.position.to_native(), aggregate_version: row.aggregate_version.to_native() },
+                (at as u64) < ordered,
             );
         }
         for row in data.streams.iter() {

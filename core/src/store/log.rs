@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::cursor::{decode_at, locate, Cursor, Source};
+use super::cursor::{decode_at, decode_record, locate, Cursor, Source};
 use super::index::{archived, ArchivedCheckpointData, CheckpointData, IdEntry, Index, SegmentState, CHECKPOINT_FILE};
 use super::metrics::Recorder;
 use super::record::{
@@ -312,7 +312,7 @@ impl Log {
             let written = segment.written.load(Ordering::Acquire);
             let mut offset = SEGMENT_HEADER_BYTES;
             while offset < written {
-                let view = decode_at(segment, offset, written, position)?;
+                let view = decode_record(segment, offset, written, position, true)?;
                 let index_error = |what: &str| StoreError::Corruption {
                     file: PathBuf::from(CHECKPOINT_FILE),
                     offset: 0,
@@ -391,7 +391,9 @@ impl Drop for Log {
 impl Shared {
     #[allow(unsafe_code)] // one call to `Segment::writable`, justified below
     fn append(&self, drafts: &[EventDraft], reserve: Reserve<'_>) -> Result<AppendOutcome, StoreError> {
-        let started = Instant::now();
+        // One clock for the events' timestamp and the append latency: a clock read is a
+        // noticeable part of an append.
+        let clock_ns = now_ns();
         if drafts.is_empty() {
             return Err(ValidationError::new("events", "at least one event is required").into());
         }
@@ -403,24 +405,22 @@ impl Shared {
             }
             batch_bytes += frame_len(draft);
         }
-        let clock_ns = now_ns();
-        let ids: Vec<Uuid> = drafts.iter().map(|d| d.id.unwrap_or_else(|| new_event_id(clock_ns))).collect();
-
         let mut state = self.state.lock();
         if let Some(cause) = self.failure.get() {
             return Err(StoreError::ReadOnly { cause: cause.clone() });
         }
-        if let Some(original) = self.stored_already(&state, drafts, &ids)? {
+        if let Some(original) = self.stored_already(&state, drafts)? {
             drop(state);
             if self.config.durability == Durability::Always {
                 // The originals may still be waiting for their fsync: acknowledge only durable events.
                 let end = original.iter().map(|a| a.position + 1).max().unwrap_or(0);
                 self.wait_durable(end)?;
             }
-            self.recorder.record_append(started.elapsed());
+            self.recorder.record_append(elapsed_since(clock_ns));
             return Ok(AppendOutcome::AlreadyAppended(original));
         }
         let versions = assign_versions(&state.index, drafts)?;
+        let ids = generate_ids(&state.index, drafts, clock_ns);
         let segment = self.room_for(&mut state, batch_bytes)?;
         reserve(state.next_position, drafts.len())?;
 
@@ -471,10 +471,14 @@ impl Shared {
                 let position = first_position + i as u64;
                 offsets.push((start + at) as u32);
                 at += frame_len(draft);
-                state.index.insert(ids[i], draft.kind, &draft.event_type, &draft.aggregate_id, position, versions[i]);
+                let generated = draft.id.is_none();
+                let (kind, event_type, aggregate_id) = (draft.kind, &draft.event_type, &draft.aggregate_id);
+                state.index.insert(ids[i], generated, kind, event_type, aggregate_id, position, versions[i]);
                 results.push(Appended { id: ids[i], position, aggregate_version: versions[i] });
             }
         }
+        // The checksums were just computed from these bytes: readers need not check them again.
+        let _ = segment.verified.compare_exchange(start, start + batch_bytes, Ordering::AcqRel, Ordering::Relaxed);
         segment.written.store(start + batch_bytes, Ordering::Release);
         if start + batch_bytes + PREFAULT_WINDOW_BYTES / 2 > segment.populated.load(Ordering::Relaxed) {
             self.prefault_wanted.notify_one();
@@ -493,37 +497,32 @@ impl Shared {
             self.wait_durable(end)?;
         }
         self.events_since_checkpoint.fetch_add(drafts.len() as u64, Ordering::Relaxed);
-        self.recorder.record_append(started.elapsed());
+        self.recorder.record_append(elapsed_since(clock_ns));
         Ok(AppendOutcome::Appended(results))
     }
 
     /// `Some(original results)` when every id is stored with the same type and aggregate; an
     /// error when only some are, or differently, or an id repeats inside the batch.
-    fn stored_already(
-        &self,
-        state: &State,
-        drafts: &[EventDraft],
-        ids: &[Uuid],
-    ) -> Result<Option<Vec<Appended>>, StoreError> {
+    fn stored_already(&self, state: &State, drafts: &[EventDraft]) -> Result<Option<Vec<Appended>>, StoreError> {
         let mut original = Vec::new();
         let mut conflicting = Vec::new();
-        // Only publisher-given ids can be stored already: a generated UUIDv7 is fresh.
-        for (draft, id) in drafts.iter().zip(ids).filter(|(draft, _)| draft.id.is_some()) {
-            if let Some(entry) = state.index.ids.get(id) {
-                if self.same_event(entry, draft) {
+        // Only publisher-given ids can be stored already: a generated id is fresh.
+        for (draft, id) in drafts.iter().filter_map(|draft| Some((draft, draft.id?))) {
+            if let Some(entry) = state.index.ids.get(&id) {
+                if self.same_event(&entry, draft) {
                     original.push(Appended {
-                        id: *id,
+                        id,
                         position: entry.position,
                         aggregate_version: entry.aggregate_version,
                     });
                 } else {
-                    conflicting.push(*id);
+                    conflicting.push(id);
                 }
             }
         }
         if drafts.len() > 1 {
-            let mut seen = HashSet::with_capacity(ids.len());
-            conflicting.extend(ids.iter().filter(|id| !seen.insert(**id)));
+            let mut seen = HashSet::with_capacity(drafts.len());
+            conflicting.extend(drafts.iter().filter_map(|draft| draft.id).filter(|id| !seen.insert(*id)));
         }
         match (original.len(), conflicting.is_empty()) {
             (0, true) => Ok(None),
@@ -838,6 +837,49 @@ impl Shared {
     }
 }
 
+/// The drafts' ids: the publisher's, or a new UUIDv7 for the time `clock_ns`, made greater
+/// than every generated id before it (RFC 9562 §6.2: the random low bits count up within a
+/// millisecond), so generated ids sort by position and the id index only appends them.
+fn generate_ids(index: &Index, drafts: &[EventDraft], clock_ns: u64) -> Vec<Uuid> {
+    /// The low 62 bits of a UUIDv7: `rand_b`, below the variant bits.
+    const RAND_B: u128 = (1 << 62) - 1;
+    let mut last = index.ids.last_ordered();
+    let mut ids = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        let id = draft.id.unwrap_or_else(|| {
+            let fresh = new_event_id(clock_ns);
+            match last {
+                // The same millisecond: count up from the last generated id, unless its random
+                // bits are exhausted (then the fresh id just goes to the unordered part).
+                Some(previous)
+                    if fresh.as_u128() <= previous
+                        && previous >> 80 == fresh.as_u128() >> 80
+                        && previous & RAND_B != RAND_B =>
+                {
+                    Uuid::from_u128(previous + 1)
+                }
+                _ => fresh,
+            }
+        });
+        if draft.id.is_none() && last.is_none_or(|previous| id.as_u128() > previous) {
+            last = Some(id.as_u128());
+        }
+        ids.push(id);
+    }
+    ids
+}
+
+/// The time since `start_ns` on the wall clock (zero if the clock stepped back).
+fn elapsed_since(start_ns: u64) -> Duration {
+    Duration::from_nanos(now_ns().saturating_sub(start_ns))
+}
+
+/// Whether a scanned record's id may have been generated by the log (a UUIDv7 no later than
+/// its record), so that it belongs to the ordered part of the id index.
+fn looks_generated(id: Uuid, timestamp_ns: u64) -> bool {
+    id.get_version_num() == 7 && (id.as_u128() >> 80) as u64 <= timestamp_ns / 1_000_000
+}
+
 fn assign_versions(index: &Index, drafts: &[EventDraft]) -> Result<Vec<u64>, StoreError> {
     let mut in_batch: HashMap<&str, u64> = HashMap::new();
     let mut versions = Vec::with_capacity(drafts.len());
@@ -1111,6 +1153,7 @@ fn scan(
                         offsets.push(at as u32);
                         index.insert(
                             view.id,
+                            looks_generated(view.id, view.timestamp_ns),
                             view.kind,
                             view.event_type,
                             view.aggregate_id,
@@ -1358,6 +1401,28 @@ mod tests {
             [draft("a", 1).expecting(ExpectedVersion::Exact(1)), draft("a", 3).expecting(ExpectedVersion::Exact(2))];
         let outcome = log.append(&ok).unwrap();
         assert_eq!(outcome.events().iter().map(|a| a.aggregate_version).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn generated_ids_increase_with_position_and_publisher_ids_do_not_disturb_them() {
+        // Ids made in one millisecond count up; a far-future publisher id is looked up all the
+        // same and does not bend the generated sequence.
+        let log = Log::in_memory(small()).unwrap();
+        let future = Uuid::from_u128(0xffff_0000_0000_4000_8000_0000_0000_0001);
+        log.append(&[draft("a", 0).with_id(future)]).unwrap();
+        let mut ids = Vec::new();
+        for chunk in 0..50 {
+            let drafts: Vec<EventDraft> = (0..10).map(|n| draft("a", chunk * 10 + n)).collect();
+            let AppendOutcome::Appended(appended) = log.append(&drafts).unwrap() else { panic!("not appended") };
+            ids.extend(appended.iter().map(|a| a.id));
+        }
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "generated ids increase");
+        assert!(ids.iter().all(|id| id.get_version_num() == 7 && id.get_variant() == uuid::Variant::RFC4122));
+        let state = log.shared.state.lock();
+        assert_eq!(state.index.ids.ordered_len(), 500);
+        assert_eq!(state.index.ids.get(&future).map(|entry| entry.position), Some(0));
+        assert_eq!(state.index.ids.get(&ids[499]).map(|entry| entry.position), Some(500));
+        assert_eq!(state.index.ids.get(&Uuid::from_u128(ids[0].as_u128() ^ 1 << 70)), None);
     }
 
     #[test]

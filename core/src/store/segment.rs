@@ -58,6 +58,9 @@ pub(crate) struct Segment {
     pub last_timestamp_ns: AtomicU64,
     /// End of the pages already faulted in ahead of the writer (see [`Segment::populate`]).
     pub populated: AtomicUsize,
+    /// End of the records whose checksum this process has checked or computed (the writer's
+    /// own records, and contiguous runs readers verified): reads below it skip the CRC.
+    pub verified: AtomicUsize,
 }
 
 // SAFETY: `base` points into `mapping`, which the segment owns and which lives as long as it.
@@ -250,6 +253,7 @@ impl Segment {
             offsets: RwLock::new(Vec::new()),
             last_timestamp_ns: AtomicU64::new(0),
             populated: AtomicUsize::new(0),
+            verified: AtomicUsize::new(SEGMENT_HEADER_BYTES),
         }
     }
 
