@@ -227,7 +227,11 @@ fn check_name(field: &str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() || value.len() > MAX_NAME_BYTES {
         return Err(ValidationError::new(field, format!("must be 1–{MAX_NAME_BYTES} bytes, got {}", value.len())));
     }
-    if value.chars().any(char::is_control) {
+    // Control characters (Unicode `Cc`) are C0 and DEL, which are single bytes, and C1
+    // (U+0080–U+009F), which UTF-8 encodes as 0xC2 0x80..=0x9F: a byte scan finds them all.
+    let bytes = value.as_bytes();
+    let c1 = |at: usize| bytes[at] == 0xC2 && bytes.get(at + 1).is_some_and(|next| (0x80..=0x9F).contains(next));
+    if bytes.iter().enumerate().any(|(at, &byte)| byte < 0x20 || byte == 0x7F || (byte == 0xC2 && c1(at))) {
         return Err(ValidationError::new(field, "must not contain control characters"));
     }
     Ok(())
@@ -312,6 +316,18 @@ mod tests {
         }
         let at_limit = EventDraft { event_type: "t".repeat(256), aggregate_id: "a".repeat(256), ..base };
         assert_eq!(at_limit.validate(), Ok(()));
+    }
+
+    #[test]
+    fn names_refuse_every_control_character_and_nothing_else() {
+        // The byte scan agrees with `char::is_control` over the whole C0, DEL, C1 range and
+        // around it, alone and inside other text.
+        for code in (0u32..0x300).chain([0x2028, 0xFEFF, 0x1F600]) {
+            let Some(c) = char::from_u32(code) else { continue };
+            for name in [c.to_string(), format!("a{c}é"), format!("名{c}")] {
+                assert_eq!(check_name("type", &name).is_err(), c.is_control(), "U+{code:04X} in {name:?}");
+            }
+        }
     }
 
     #[test]

@@ -480,7 +480,10 @@ impl Shared {
         // The checksums were just computed from these bytes: readers need not check them again.
         let _ = segment.verified.compare_exchange(start, start + batch_bytes, Ordering::AcqRel, Ordering::Relaxed);
         segment.written.store(start + batch_bytes, Ordering::Release);
-        if start + batch_bytes + PREFAULT_WINDOW_BYTES / 2 > segment.populated.load(Ordering::Relaxed) {
+        // Once the whole segment is populated there is nothing to ask for (a wake-up per
+        // append near the end of a segment cost a futex call each).
+        let populated = segment.populated.load(Ordering::Relaxed);
+        if populated < segment.capacity() && start + batch_bytes + PREFAULT_WINDOW_BYTES / 2 > populated {
             self.prefault_wanted.notify_one();
         }
         segment.last_timestamp_ns.store(timestamp_ns, Ordering::Relaxed);
