@@ -1,5 +1,5 @@
-//! The ring: a preallocated, power-of-two array of slots shared by many producers and a fixed
-//! set of consumers, after the LMAX Disruptor. `docs/dispatch.md` states the protocol and argues
+//! The ring: a preallocated, power-of-two array of slots shared by many producers (or one, on a
+//! solo ring) and a fixed set of consumers, after the LMAX Disruptor. `docs/dispatch.md` states the protocol and argues
 //! its correctness; this is the summary.
 //!
 //! Sequences are `u64`s that never wrap in practice; sequence `s` lives in slot `s & mask`.
@@ -21,7 +21,7 @@
 //! them empty. Everything else is the same protocol.
 //!
 //! Slots are preallocated with `T::default()` and overwritten in place, as in the Disruptor: a
-//! value stays in its slot until the producer of the next lap overwrites it.
+//! value stays in its slot until a later lap overwrites it or the ring is dropped.
 //!
 //! Nothing on the publish or consume path locks or allocates. The only lock is taken when a
 //! consumer using [`WaitStrategy::Blocking`] actually sleeps, and by a producer waking it.
@@ -640,9 +640,12 @@ impl<T> Consumer<T> {
         shared.slots[index].with(|pointer| f(Some(unsafe { &*pointer })))
     }
 
-    /// Marks every sequence below `end` consumed by this consumer.
+    /// Marks every sequence below `end` consumed by this consumer (at most up to the end of the
+    /// last range [`Consumer::readable`] returned).
     #[inline]
     pub fn release(&mut self, end: u64) {
+        // Never past what was readable: dependents and producers trust this sequence.
+        let end = end.min(self.readable_until);
         if end <= self.next {
             return;
         }

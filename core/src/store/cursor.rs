@@ -3,7 +3,9 @@
 //! A cursor holds its own reference to the segments it was created over and the visible
 //! watermark at that moment: it sees a consistent prefix of the log, appends made later are not
 //! visited, and retention deleting a segment under it does not invalidate its views (the mapping
-//! lives until the cursor drops). Every record it returns has had its checksum verified.
+//! lives until the cursor drops). Every record it returns has had its checksum verified by this
+//! process: when it wrote the record, or on the first read of it (see `Segment::verified`);
+//! `Log::verify` re-checks every record regardless.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -10,7 +10,8 @@
 //!   records finds a time (see `Log::position_at_time`).
 //!
 //! The checkpoint file `index.ckpt` is: magic `HERALDIX`, format u32, crc32c u32 of the payload,
-//! payload length u64, 8 zero bytes, then the rkyv archive of [`CheckpointData`]. It is written
+//! payload length u64, the count of leading generated ids u64 (see [`IdIndex`]; 0 in older
+//! files), then the rkyv archive of [`CheckpointData`]. It is written
 //! to a temporary name, fsynced and renamed, and only ever covers records already fsynced. On
 //! open it is validated (checksum, then rkyv's bytecheck) and then checked against the segments;
 //! anything off and the store rebuilds from the records instead.
@@ -52,18 +53,20 @@ struct OrderedId {
 
 impl IdIndex {
     pub fn get(&self, id: &Uuid) -> Option<IdEntry> {
-        let key = id.as_u128();
-        match self.ordered.binary_search_by_key(&key, |row| row.id) {
-            Ok(at) => Some(self.ordered[at].entry),
-            Err(_) => self.unordered.get(id).copied(),
+        // Only UUIDv7s are generated, so only they can be in the ordered part.
+        if id.get_version_num() == 7 {
+            if let Ok(at) = self.ordered.binary_search_by_key(&id.as_u128(), |row| row.id) {
+                return Some(self.ordered[at].entry);
+            }
         }
+        self.unordered.get(id).copied()
     }
 
     /// Adds an id that is not in the index; `generated` ids go to the ordered part if they sort
     /// after its last id.
     pub fn insert(&mut self, id: Uuid, entry: IdEntry, generated: bool) {
         let key = id.as_u128();
-        if generated && self.ordered.last().is_none_or(|last| key > last.id) {
+        if generated && id.get_version_num() == 7 && self.ordered.last().is_none_or(|last| key > last.id) {
             self.ordered.push(OrderedId { id: key, entry });
         } else {
             self.unordered.insert(id, entry);
@@ -86,8 +89,16 @@ impl IdIndex {
         ordered.chain(self.unordered.iter().map(|(id, entry)| (*id, *entry)))
     }
 
-    fn with_capacity(capacity: usize) -> Self {
-        IdIndex { ordered: Vec::with_capacity(capacity), unordered: HashMap::default() }
+    fn with_capacity(ordered: usize, unordered: usize) -> Self {
+        IdIndex {
+            ordered: Vec::with_capacity(ordered),
+            unordered: HashMap::with_capacity_and_hasher(unordered, Hasher::default()),
+        }
+    }
+
+    /// Whether the unordered part holds `id` (generation steps over such ids).
+    pub fn contains_unordered(&self, id: &Uuid) -> bool {
+        self.unordered.contains_key(id)
     }
 
     fn approximate_bytes(&self) -> usize {
@@ -216,15 +227,14 @@ pub(crate) struct CheckpointData {
     pub next_position: u64,
     pub last_timestamp_ns: u64,
     pub segments: Vec<SegmentState>,
-    /// `ids` starts with this many generated ids, in increasing order.
-    pub ordered_ids: u64,
+    /// Generated ids first, in increasing order (their count is in the file header), then the rest.
     pub ids: Vec<IdRow>,
     pub streams: Vec<NamedPositions>,
     pub types: Vec<NamedPositions>,
 }
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"HERALDIX";
-const CHECKPOINT_FORMAT: u32 = 2;
+const CHECKPOINT_FORMAT: u32 = 1;
 const CHECKPOINT_HEADER_BYTES: usize = 32;
 pub(crate) const CHECKPOINT_FILE: &str = "index.ckpt";
 
@@ -254,7 +264,6 @@ impl CheckpointData {
             next_position,
             last_timestamp_ns,
             segments,
-            ordered_ids: index.ids.ordered_len() as u64,
             ids: index
                 .ids
                 .iter()
@@ -270,7 +279,10 @@ impl CheckpointData {
     }
 
     /// Writes the checkpoint durably (temporary file, fsync, rename, directory fsync).
-    pub fn write(&self, dir: &Path) -> Result<(), StoreError> {
+    /// `ordered_ids`: how many leading `ids` rows are generated ids in increasing order; it goes
+    /// in the header's last 8 bytes (zero in files written before it existed, which is correct:
+    /// every id then goes to the hash map).
+    pub fn write(&self, dir: &Path, ordered_ids: u64) -> Result<(), StoreError> {
         let payload = rkyv::to_bytes::<rancor::Error>(self)
             .map_err(|error| StoreError::Config(format!("cannot encode the index checkpoint: {error}")))?;
         let mut header = [0u8; CHECKPOINT_HEADER_BYTES];
@@ -278,6 +290,7 @@ impl CheckpointData {
         header[8..12].copy_from_slice(&CHECKPOINT_FORMAT.to_le_bytes());
         header[12..16].copy_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
         header[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        header[24..32].copy_from_slice(&ordered_ids.to_le_bytes());
         let temporary = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
         let path = dir.join(CHECKPOINT_FILE);
         let write = || -> std::io::Result<()> {
@@ -294,7 +307,8 @@ impl CheckpointData {
 
     /// Reads and validates the checkpoint; `Ok(None)` when there is none or it is unusable (the
     /// reason is returned so the caller can log it), since the records can always rebuild it.
-    pub fn read(dir: &Path) -> Result<Option<AlignedVec>, String> {
+    /// Returns the archive and the number of leading generated ids (see [`CheckpointData::write`]).
+    pub fn read(dir: &Path) -> Result<Option<(AlignedVec, u64)>, String> {
         let path = dir.join(CHECKPOINT_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -314,9 +328,10 @@ impl CheckpointData {
         }
         let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
         aligned.extend_from_slice(payload);
-        rkyv::access::<ArchivedCheckpointData, rancor::Error>(&aligned)
+        let data = rkyv::access::<ArchivedCheckpointData, rancor::Error>(&aligned)
             .map_err(|error| format!("{}: {error}", path.display()))?;
-        Ok(Some(aligned))
+        let ordered_ids = read_u64(&bytes, 24).min(data.ids.len() as u64);
+        Ok(Some((aligned, ordered_ids)))
     }
 }
 
@@ -327,13 +342,13 @@ pub(crate) fn archived(bytes: &AlignedVec) -> Result<&ArchivedCheckpointData, St
 
 impl Index {
     /// Rebuilds the maps from an archived checkpoint, without an intermediate deserialization.
-    pub fn from_checkpoint(data: &ArchivedCheckpointData) -> Index {
+    pub fn from_checkpoint(data: &ArchivedCheckpointData, ordered_ids: u64) -> Index {
         let mut index = Index {
-            ids: IdIndex::with_capacity(data.ids.len()),
+            ids: IdIndex::with_capacity(ordered_ids as usize, data.ids.len() - ordered_ids as usize),
             streams: HashMap::with_capacity_and_hasher(data.streams.len(), Hasher::default()),
             types: HashMap::with_capacity_and_hasher(data.types.len(), Hasher::default()),
         };
-        let ordered = data.ordered_ids.to_native();
+        let ordered = ordered_ids;
         for (at, row) in data.ids.iter().enumerate() {
             index.ids.insert(
                 Uuid::from_bytes(row.id),

@@ -143,9 +143,9 @@ impl Log {
                 None
             }
         };
-        let checkpoint = match checkpoint.as_ref().map(archived) {
-            Some(Ok(data)) => Some(data),
-            Some(Err(reason)) => {
+        let checkpoint = match checkpoint.as_ref().map(|(bytes, ordered_ids)| (archived(bytes), *ordered_ids)) {
+            Some((Ok(data), ordered_ids)) => Some((data, ordered_ids)),
+            Some((Err(reason), _)) => {
                 eprintln!("herald: rebuilding the index from the records: {reason}");
                 None
             }
@@ -420,7 +420,8 @@ impl Shared {
             return Ok(AppendOutcome::AlreadyAppended(original));
         }
         let versions = assign_versions(&state.index, drafts)?;
-        let ids = generate_ids(&state.index, drafts, clock_ns);
+        // The timestamp the records get, which never goes back, so generated ids do not either.
+        let ids = generate_ids(&state.index, drafts, clock_ns.max(state.last_timestamp_ns));
         let segment = self.room_for(&mut state, batch_bytes)?;
         reserve(state.next_position, drafts.len())?;
 
@@ -710,7 +711,7 @@ impl Shared {
 
     fn checkpoint(&self) -> Result<(), StoreError> {
         let Some(dir) = &self.dir else { return Ok(()) };
-        let data = {
+        let (data, ordered_ids) = {
             let state = self.state.lock();
             let segments = Arc::clone(&self.view.read());
             let states = segments
@@ -722,11 +723,12 @@ impl Shared {
                     offsets: s.offsets.read().clone(),
                 })
                 .collect();
-            CheckpointData::capture(&state.index, state.next_position, state.last_timestamp_ns, states)
+            let data = CheckpointData::capture(&state.index, state.next_position, state.last_timestamp_ns, states);
+            (data, state.index.ids.ordered_len() as u64)
         };
         // The checkpoint may only cover records already on disk.
         self.wait_durable(data.next_position)?;
-        data.write(dir)?;
+        data.write(dir, ordered_ids)?;
         self.events_since_checkpoint.store(0, Ordering::Relaxed);
         Ok(())
     }
@@ -840,31 +842,41 @@ impl Shared {
     }
 }
 
-/// The drafts' ids: the publisher's, or a new UUIDv7 for the time `clock_ns`, made greater
-/// than every generated id before it (RFC 9562 §6.2: the random low bits count up within a
-/// millisecond), so generated ids sort by position and the id index only appends them.
-fn generate_ids(index: &Index, drafts: &[EventDraft], clock_ns: u64) -> Vec<Uuid> {
+/// The drafts' ids: the publisher's, or a new UUIDv7 for the time `timestamp_ns` (which never
+/// goes back), greater than every generated id before it: within a millisecond the random low
+/// bits count up by a random step (RFC 9562 §6.2, method 2), so the ids stay unguessable and sort
+/// by position, and the id index only appends them. A candidate that a publisher already chose
+/// (stored, or in this batch) is stepped over, so a generated id is always fresh.
+fn generate_ids(index: &Index, drafts: &[EventDraft], timestamp_ns: u64) -> Vec<Uuid> {
     /// The low 62 bits of a UUIDv7: `rand_b`, below the variant bits.
     const RAND_B: u128 = (1 << 62) - 1;
+    let taken = |candidate: &Uuid| {
+        index.ids.contains_unordered(candidate) || drafts.iter().any(|draft| draft.id == Some(*candidate))
+    };
     let mut last = index.ids.last_ordered();
     let mut ids = Vec::with_capacity(drafts.len());
     for draft in drafts {
-        let id = draft.id.unwrap_or_else(|| {
-            let fresh = new_event_id(clock_ns);
-            match last {
-                // The same millisecond: count up from the last generated id, unless its random
-                // bits are exhausted (then the fresh id just goes to the unordered part).
-                Some(previous)
-                    if fresh.as_u128() <= previous
-                        && previous >> 80 == fresh.as_u128() >> 80
-                        && previous & RAND_B != RAND_B =>
-                {
-                    Uuid::from_u128(previous + 1)
+        if let Some(id) = draft.id {
+            ids.push(id);
+            continue;
+        }
+        let mut id = new_event_id(timestamp_ns);
+        loop {
+            if let Some(previous) = last.filter(|previous| id.as_u128() <= *previous) {
+                // The same millisecond as the last generated id: step up from it, unless its
+                // random bits are nearly exhausted (then the id goes to the unordered part).
+                let step = 1 + u128::from(id.as_u128() as u32);
+                if previous >> 80 == id.as_u128() >> 80 && (previous & RAND_B) + step <= RAND_B {
+                    id = Uuid::from_u128(previous + step);
                 }
-                _ => fresh,
             }
-        });
-        if draft.id.is_none() && last.is_none_or(|previous| id.as_u128() > previous) {
+            if !taken(&id) {
+                break;
+            }
+            last = Some(last.map_or(id.as_u128(), |previous| previous.max(id.as_u128())));
+            id = new_event_id(timestamp_ns);
+        }
+        if last.is_none_or(|previous| id.as_u128() > previous) {
             last = Some(id.as_u128());
         }
         ids.push(id);
@@ -1003,9 +1015,10 @@ fn recover(
     config: &StoreConfig,
     segments_dir: &Path,
     files: &[SegmentFile],
-    checkpoint: Option<&ArchivedCheckpointData>,
+    checkpoint: Option<(&ArchivedCheckpointData, u64)>,
 ) -> Result<Recovered, RecoverError> {
-    let mut index = checkpoint.map(Index::from_checkpoint).unwrap_or_default();
+    let mut index = checkpoint.map(|(data, ordered_ids)| Index::from_checkpoint(data, ordered_ids)).unwrap_or_default();
+    let checkpoint = checkpoint.map(|(data, _)| data);
     let covered: HashMap<u64, usize> = checkpoint
         .map(|c| c.segments.iter().enumerate().map(|(i, s)| (s.first_position.to_native(), i)).collect())
         .unwrap_or_default();
