@@ -6,10 +6,15 @@
 //! - [`event`]: the event envelope, its ids, limits, validation and JSON form.
 //! - [`store`]: the append-only log, its indexes, snapshots, recovery and retention.
 //! - [`routing`]: routing keys and AMQP-topic patterns, one matcher for every subscriber.
+//! - [`dispatch`]: the lock-free ring and the domain event bus.
+//! - [`system`]: the unified system (store + dispatch), presets and the config file.
+//! - [`server`]: the HTTP front on a mio reactor; the `herald` binary serves it.
 #![deny(unsafe_code)]
 
 pub mod dispatch;
 pub mod event;
 pub mod metrics;
 pub mod routing;
+pub mod server;
 pub mod store;
+pub mod system;

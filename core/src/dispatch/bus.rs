@@ -31,7 +31,7 @@ use super::checkpoint::Checkpoints;
 use super::context;
 use super::handler::{run_isolated, DeadLetter, DeadLetterSink, DomainEvent, Group, Subscription};
 use super::metrics::{summarize, BusMetrics, HandlerMetrics};
-use super::ring::{ClaimError, Consumer, Producer, RingBuilder, Wait, WaitStrategy};
+use super::ring::{Claim, ClaimError, Consumer, Producer, RingBuilder, Wait, WaitStrategy};
 use crate::event::{EventDraft, ValidationError};
 use crate::store::{AppendOutcome, Appended, EventStore, ReadQuery, StoreError};
 
@@ -210,6 +210,24 @@ impl BusBuilder {
     }
 }
 
+/// Appended events waiting to be dispatched (see [`EventBus::publish_batch_deferred`]).
+#[must_use = "dropping it leaves the events undispatched"]
+pub struct PendingDispatch<'a> {
+    claim: Option<Claim<'a, u64>>,
+    positions: Vec<u64>,
+}
+
+impl PendingDispatch<'_> {
+    /// Hands the events to the handlers (publishes their ring slots).
+    pub fn dispatch(mut self) {
+        if let Some(mut claim) = self.claim.take() {
+            for &position in &self.positions {
+                claim.write(position);
+            }
+        }
+    }
+}
+
 /// The domain event bus (see the module docs).
 pub struct EventBus {
     inner: Arc<Inner>,
@@ -267,8 +285,33 @@ impl EventBus {
         }
         drafts.iter_mut().for_each(context::apply);
         match &inner.producer {
-            Some(producer) => inner.publish_through_ring(producer, drafts),
+            Some(producer) => {
+                let (outcome, pending) = inner.publish_through_ring(producer, drafts, false)?;
+                pending.dispatch();
+                Ok(outcome)
+            }
             None => inner.publish_synchronously(drafts),
+        }
+    }
+
+    /// [`EventBus::publish_batch`] for a caller that shares one fsync among many publishes (the
+    /// server, per reactor turn): the events are appended with
+    /// [`EventStore::append_deferred_with`] and dispatched only by [`PendingDispatch::dispatch`],
+    /// which the caller calls after [`EventStore::sync`] succeeded (when
+    /// [`EventStore::syncs_before_ack`]); dropping it instead never dispatches them. In
+    /// synchronous mode the events are dispatched before this returns.
+    pub fn publish_batch_deferred(
+        &self,
+        mut drafts: Vec<EventDraft>,
+    ) -> Result<(AppendOutcome, PendingDispatch<'_>), BusError> {
+        let inner = &self.inner;
+        if !inner.accepting.load(Ordering::Acquire) {
+            return Err(BusError::ShuttingDown(drafts));
+        }
+        drafts.iter_mut().for_each(context::apply);
+        match &inner.producer {
+            Some(producer) => inner.publish_through_ring(producer, drafts, true),
+            None => Ok((inner.publish_synchronously(drafts)?, PendingDispatch { claim: None, positions: Vec::new() })),
         }
     }
 
@@ -326,15 +369,16 @@ impl Drop for EventBus {
 }
 
 impl Inner {
-    fn publish_through_ring(
+    fn publish_through_ring<'a>(
         &self,
-        producer: &Producer<u64>,
+        producer: &'a Producer<u64>,
         drafts: Vec<EventDraft>,
-    ) -> Result<AppendOutcome, BusError> {
+        deferred: bool,
+    ) -> Result<(AppendOutcome, PendingDispatch<'a>), BusError> {
         let mut claim = None;
         // Why the ring refused, if it did: decides which error hands the drafts back.
         let mut refused = None;
-        let result = self.store.append_with(&drafts, &mut |first, count| {
+        let mut reserve = |first, count| {
             let claimed = match self.config.backpressure {
                 Backpressure::Reject => producer.try_claim(count),
                 Backpressure::Block(timeout) => producer.claim_timeout(count, timeout),
@@ -357,18 +401,19 @@ impl Inner {
                     format!("a batch may hold at most {} events (dispatch.ring_capacity)", self.config.ring_capacity),
                 ))),
             }
-        });
+        };
+        let result = if deferred {
+            self.store.append_deferred_with(&drafts, &mut reserve)
+        } else {
+            self.store.append_with(&drafts, &mut reserve)
+        };
         match result {
             Ok(AppendOutcome::Appended(appended)) => {
-                if let Some(mut claim) = claim {
-                    for event in &appended {
-                        claim.write(event.position);
-                    }
-                }
                 self.published.fetch_add(appended.len() as u64, Ordering::Relaxed);
-                Ok(AppendOutcome::Appended(appended))
+                let positions = appended.iter().map(|event| event.position).collect();
+                Ok((AppendOutcome::Appended(appended), PendingDispatch { claim, positions }))
             }
-            Ok(retry) => Ok(retry),
+            Ok(retry) => Ok((retry, PendingDispatch { claim: None, positions: Vec::new() })),
             Err(error) => match refused {
                 Some(ClaimError::Full) => {
                     self.overloaded.fetch_add(1, Ordering::Relaxed);

@@ -16,7 +16,7 @@ mod metrics;
 pub mod ring;
 mod sync;
 
-pub use bus::{Backpressure, BusBuilder, BusConfig, BusError, EventBus};
+pub use bus::{Backpressure, BusBuilder, BusConfig, BusError, EventBus, PendingDispatch};
 pub use handler::{DeadLetter, DeadLetterSink, DomainEvent, Filter, HandlerResult, Subscription};
 pub use metrics::{BusMetrics, HandlerStats};
 

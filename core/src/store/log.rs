@@ -390,7 +390,14 @@ impl Drop for Log {
 
 impl Shared {
     #[allow(unsafe_code)] // one call to `Segment::writable`, justified below
-    fn append(&self, drafts: &[EventDraft], reserve: Reserve<'_>) -> Result<AppendOutcome, StoreError> {
+    /// `wait_fsync: false` is [`EventStore::append_deferred_with`]: under `Always` the caller
+    /// syncs later.
+    fn append(
+        &self,
+        drafts: &[EventDraft],
+        reserve: Reserve<'_>,
+        wait_fsync: bool,
+    ) -> Result<AppendOutcome, StoreError> {
         // One clock for the events' timestamp and the append latency: a clock read is a
         // noticeable part of an append.
         let clock_ns = now_ns();
@@ -411,7 +418,7 @@ impl Shared {
         }
         if let Some(original) = self.stored_already(&state, drafts)? {
             drop(state);
-            if self.config.durability == Durability::Always {
+            if self.config.durability == Durability::Always && wait_fsync {
                 // The originals may still be waiting for their fsync: acknowledge only durable events.
                 let end = original.iter().map(|a| a.position + 1).max().unwrap_or(0);
                 self.wait_durable(end)?;
@@ -497,7 +504,7 @@ impl Shared {
         }
         drop(state);
 
-        if self.config.durability == Durability::Always {
+        if self.config.durability == Durability::Always && wait_fsync {
             self.wait_durable(end)?;
         }
         self.events_since_checkpoint.fetch_add(drafts.len() as u64, Ordering::Relaxed);
@@ -1217,7 +1224,15 @@ fn zero_tail(segment: &Segment, end: usize) -> Result<(), StoreError> {
 
 impl EventStore for Log {
     fn append_with(&self, drafts: &[EventDraft], reserve: Reserve<'_>) -> Result<AppendOutcome, StoreError> {
-        self.shared.append(drafts, reserve)
+        self.shared.append(drafts, reserve, true)
+    }
+
+    fn append_deferred_with(&self, drafts: &[EventDraft], reserve: Reserve<'_>) -> Result<AppendOutcome, StoreError> {
+        self.shared.append(drafts, reserve, false)
+    }
+
+    fn syncs_before_ack(&self) -> bool {
+        self.shared.config.durability == Durability::Always && self.shared.dir.is_some()
     }
 
     fn read(

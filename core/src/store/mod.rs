@@ -124,6 +124,21 @@ pub trait EventStore: Send + Sync {
     /// It is not called for an idempotent retry.
     fn append_with(&self, drafts: &[EventDraft], reserve: Reserve<'_>) -> Result<AppendOutcome, StoreError>;
 
+    /// [`EventStore::append_with`] without waiting for the fsync that `Durability::Always`
+    /// requires: the events are written, but neither visible to readers nor durable until the
+    /// next [`EventStore::sync`], which the caller must complete before it acknowledges them.
+    /// A server uses it to cover every append of one reactor turn with one fsync (as Redis does
+    /// with `appendfsync always`). Under other modes, and by default, the same as `append_with`.
+    fn append_deferred_with(&self, drafts: &[EventDraft], reserve: Reserve<'_>) -> Result<AppendOutcome, StoreError> {
+        self.append_with(drafts, reserve)
+    }
+
+    /// Whether appends wait for an fsync (`Durability::Always` on disk): callers of
+    /// [`EventStore::append_deferred_with`] must then [`EventStore::sync`] before acknowledging.
+    fn syncs_before_ack(&self) -> bool {
+        false
+    }
+
     /// Appends the drafts atomically (all or none), after checking ids and expected versions.
     fn append(&self, drafts: &[EventDraft]) -> Result<AppendOutcome, StoreError> {
         self.append_with(drafts, &mut |_, _| Ok(()))

@@ -1,0 +1,468 @@
+//! The event loop: one `mio::Poll` owning the listener, every connection and a `Waker`.
+//!
+//! A turn: wait for readiness (at most [`TICK`]); accept; read what each ready connection sent
+//! and answer every complete request in order (pipelining); then, if the turn appended anything
+//! under `fsync = always`, one fsync covers all of it before those answers go out and the events
+//! are dispatched; then write. A read in a connection's pipeline after an append of the same
+//! turn first settles that fsync, so a client reads its own writes.
+//!
+//! Bounds, per connection: unparsed input at most the header and body limits plus one read
+//! chunk (the parser refuses anything larger with 413/431 and the connection closes); unsent
+//! output at most [`MAX_UNSENT_BYTES`] before the connection stops being read (a client that
+//! pipelines without reading its answers waits for itself, nobody else does); a partial request
+//! older than `server.request_timeout_ms` gets 408 and is closed; a connection idle for
+//! `server.idle_timeout_ms` is closed; past `server.max_connections` new connections are closed
+//! at once. After a malformed request the connection is answered and closed (HTTP/1.1 framing
+//! cannot be trusted after it).
+//!
+//! Sockets are edge-triggered (mio on epoll): every readiness is drained until `WouldBlock`,
+//! and a connection that stopped reading early is put on a list to be read again once it can.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::api::{self, Reply};
+use super::http::{self, Limits, Method, Parsed, Response, Version};
+use super::{ServerError, ServerHandle};
+use crate::dispatch::PendingDispatch;
+use crate::system::System;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONNECTION: usize = 2;
+/// Longest wait for readiness, so timeouts and shutdown are noticed without traffic.
+const TICK: Duration = Duration::from_millis(200);
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+/// Unsent response bytes after which a connection is not read until it catches up.
+const MAX_UNSENT_BYTES: usize = 4 * 1024 * 1024;
+/// How often connections are checked for timeouts.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+struct Settings {
+    limits: Limits,
+    max_connections: usize,
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    shutdown_timeout: Duration,
+}
+
+pub(super) struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    connections: HashMap<Token, Connection>,
+    next_token: usize,
+    /// Connections that stopped reading early (backpressure) and must be read again.
+    unread: Vec<Token>,
+    system: Arc<System>,
+    settings: Settings,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+struct Connection {
+    stream: TcpStream,
+    /// Received, not yet parsed.
+    input: Vec<u8>,
+    /// Answers of this turn, in request order, not yet serialized.
+    answers: Vec<Answer>,
+    /// Serialized, not yet sent (from `sent`).
+    output: Vec<u8>,
+    sent: usize,
+    last_active: Instant,
+    /// When the oldest unparsed byte arrived.
+    partial_since: Option<Instant>,
+    /// Close once `output` is sent.
+    closing: bool,
+    /// The peer shut its side down.
+    peer_closed: bool,
+    /// `100 Continue` was sent for the request being received.
+    continued: bool,
+    /// An interim `100 Continue` for the partial request, sent after this turn's answers.
+    interim: Vec<u8>,
+}
+
+struct Answer {
+    response: Response,
+    version: Version,
+    keep_alive: bool,
+    head: bool,
+    /// Appended under a deferred fsync: replaced by an error if that fsync fails.
+    deferred: bool,
+}
+
+/// What a turn appended and has not yet made durable.
+struct Turn<'a> {
+    pending: Vec<PendingDispatch<'a>>,
+    sync_failed: Option<String>,
+}
+
+impl<'a> Turn<'a> {
+    /// Makes the turn's appends durable and dispatches them.
+    fn settle(&mut self, system: &'a System) {
+        if self.pending.is_empty() {
+            return;
+        }
+        match system.sync_pending() {
+            Ok(()) => self.pending.drain(..).for_each(PendingDispatch::dispatch),
+            Err(error) => {
+                eprintln!("herald: fsync failed, appends of this turn are not acknowledged: {error}");
+                self.sync_failed = Some(error.to_string());
+                self.pending.clear();
+            }
+        }
+    }
+}
+
+impl Reactor {
+    pub(super) fn bind(system: Arc<System>) -> Result<Reactor, ServerError> {
+        let config = system.config();
+        let address = config.server.listen.clone();
+        let bind_error = |source| ServerError::Bind { address: address.clone(), source };
+        let parsed: SocketAddr = address
+            .parse()
+            .map_err(|error| bind_error(std::io::Error::new(ErrorKind::InvalidInput, format!("{error}"))))?;
+        let mut listener = TcpListener::bind(parsed).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let poll = Poll::new().map_err(ServerError::Reactor)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(ServerError::Reactor)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(ServerError::Reactor)?);
+        let server = &config.server;
+        let settings = Settings {
+            limits: Limits {
+                max_header_bytes: server.max_header_bytes,
+                max_body_bytes: server.max_body_bytes,
+                ..Limits::default()
+            },
+            max_connections: server.max_connections,
+            idle_timeout: Duration::from_millis(server.idle_timeout_ms),
+            request_timeout: Duration::from_millis(server.request_timeout_ms),
+            shutdown_timeout: Duration::from_millis(server.shutdown_timeout_ms),
+        };
+        Ok(Reactor {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            connections: HashMap::new(),
+            next_token: FIRST_CONNECTION,
+            unread: Vec::new(),
+            system,
+            settings,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+        })
+    }
+
+    pub(super) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub(super) fn handle(&self) -> ServerHandle {
+        ServerHandle { stop: Arc::clone(&self.stop), waker: Arc::clone(&self.waker) }
+    }
+
+    pub(super) fn run(mut self) -> Result<(), ServerError> {
+        let mut events = Events::with_capacity(1024);
+        let mut shutdown_deadline: Option<Instant> = None;
+        let mut last_sweep = Instant::now();
+        let system = Arc::clone(&self.system);
+        loop {
+            let timeout = if self.unread.is_empty() { TICK } else { Duration::ZERO };
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+                if error.kind() != ErrorKind::Interrupted {
+                    return Err(ServerError::Reactor(error));
+                }
+            }
+            let shutting_down = shutdown_deadline.is_some();
+            let mut turn = Turn { pending: Vec::new(), sync_failed: None };
+            let mut touched: Vec<Token> = std::mem::take(&mut self.unread);
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    token => {
+                        if let Some(connection) = self.connections.get_mut(&token) {
+                            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                                connection.last_active = Instant::now();
+                            }
+                        }
+                        touched.push(token);
+                    }
+                }
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            for &token in &touched {
+                let Some(connection) = self.connections.get_mut(&token) else { continue };
+                if connection.read_some(&self.settings.limits) {
+                    self.unread.push(token);
+                }
+                connection.answer(&system, &self.settings.limits, shutting_down, &mut turn);
+            }
+            turn.settle(&system);
+            for &token in &touched {
+                let Some(connection) = self.connections.get_mut(&token) else { continue };
+                connection.serialize(turn.sync_failed.as_deref());
+                if connection.flush() {
+                    self.close(token);
+                }
+            }
+            if self.stop.load(Ordering::Acquire) && shutdown_deadline.is_none() {
+                shutdown_deadline = Some(Instant::now() + self.settings.shutdown_timeout);
+                self.stop_accepting();
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY || shutdown_deadline.is_some() {
+                last_sweep = Instant::now();
+                self.sweep(shutdown_deadline.is_some());
+            }
+            if let Some(deadline) = shutdown_deadline {
+                if self.connections.is_empty() || Instant::now() >= deadline {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = &self.listener else { return };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, _peer)) => {
+                    if self.connections.len() >= self.settings.max_connections {
+                        continue; // dropped: closed at once
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if self.poll.registry().register(&mut stream, token, interest).is_err() {
+                        continue;
+                    }
+                    self.connections.insert(token, Connection::new(stream));
+                }
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => {
+                    // Out of file descriptors, say: keep serving the open connections.
+                    eprintln!("herald: accept failed: {error}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn stop_accepting(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+    }
+
+    /// Closes timed-out connections; while shutting down, also every idle one.
+    fn sweep(&mut self, shutting_down: bool) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for (&token, connection) in &mut self.connections {
+            let idle = connection.output.len() == connection.sent && connection.input.is_empty();
+            if shutting_down && idle {
+                expired.push(token);
+                continue;
+            }
+            if let Some(since) = connection.partial_since {
+                if now.duration_since(since) >= self.settings.request_timeout && !connection.closing {
+                    let response = Response::error(408, "request_timeout", "the request was not completed in time");
+                    connection.input.clear();
+                    connection.partial_since = None;
+                    connection.closing = true;
+                    let version = Version::Http11;
+                    connection.answers.push(Answer {
+                        response,
+                        version,
+                        keep_alive: false,
+                        head: false,
+                        deferred: false,
+                    });
+                    connection.serialize(None);
+                    if connection.flush() {
+                        expired.push(token);
+                    }
+                    continue;
+                }
+            }
+            if now.duration_since(connection.last_active) >= self.settings.idle_timeout {
+                expired.push(token);
+            }
+        }
+        for token in expired {
+            self.close(token);
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        if let Some(mut connection) = self.connections.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut connection.stream);
+        }
+        self.unread.retain(|t| *t != token);
+    }
+}
+
+impl Connection {
+    fn new(stream: TcpStream) -> Self {
+        Connection {
+            stream,
+            input: Vec::new(),
+            answers: Vec::new(),
+            output: Vec::new(),
+            sent: 0,
+            last_active: Instant::now(),
+            partial_since: None,
+            closing: false,
+            peer_closed: false,
+            continued: false,
+            interim: Vec::new(),
+        }
+    }
+
+    fn unsent(&self) -> usize {
+        self.output.len() - self.sent
+    }
+
+    /// Reads what the socket holds, within the bounds. Returns whether it stopped before the
+    /// socket was drained (and must be read again later).
+    fn read_some(&mut self, limits: &Limits) -> bool {
+        if self.closing || self.peer_closed {
+            return false;
+        }
+        // The parser may need a head, a body and chunk framing up to the header limit.
+        let max_input = 2 * limits.max_header_bytes + limits.max_body_bytes + READ_CHUNK;
+        loop {
+            if self.input.len() >= max_input || self.unsent() >= MAX_UNSENT_BYTES {
+                return true;
+            }
+            let start = self.input.len();
+            self.input.resize(start + READ_CHUNK, 0);
+            match self.stream.read(&mut self.input[start..]) {
+                Ok(0) => {
+                    self.input.truncate(start);
+                    self.peer_closed = true;
+                    return false;
+                }
+                Ok(read) => {
+                    self.input.truncate(start + read);
+                    if self.partial_since.is_none() {
+                        self.partial_since = Some(Instant::now());
+                    }
+                }
+                Err(error) => {
+                    self.input.truncate(start);
+                    match error.kind() {
+                        ErrorKind::WouldBlock => return false,
+                        ErrorKind::Interrupted => {}
+                        _ => {
+                            self.peer_closed = true;
+                            self.closing = true;
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers every complete request in the input, in order.
+    fn answer<'a>(&mut self, system: &'a System, limits: &Limits, shutting_down: bool, turn: &mut Turn<'a>) {
+        let mut consumed_total = 0;
+        while !self.closing && self.unsent() < MAX_UNSENT_BYTES {
+            let rest = &self.input[consumed_total..];
+            if rest.is_empty() {
+                break;
+            }
+            match http::parse(rest, limits) {
+                Ok(Parsed::Partial { expect_continue }) => {
+                    if expect_continue && !self.continued {
+                        // The client waits for this before it sends the body (curl does).
+                        self.continued = true;
+                        self.interim.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    break;
+                }
+                Ok(Parsed::Complete { request, consumed }) => {
+                    consumed_total += consumed;
+                    self.continued = false;
+                    let keep_alive = request.keep_alive && !shutting_down;
+                    let head = request.method == Method::Head;
+                    let version = request.version;
+                    let appends = request.method == Method::Post;
+                    if !appends {
+                        // Reads see this turn's appends: settle them first.
+                        turn.settle(system);
+                    }
+                    let answer = match api::handle(system, &request, shutting_down) {
+                        Reply::Now(response) => Answer { response, version, keep_alive, head, deferred: false },
+                        Reply::AfterSync(response, pending) => {
+                            turn.pending.push(pending);
+                            Answer { response, version, keep_alive, head, deferred: true }
+                        }
+                    };
+                    if !keep_alive {
+                        self.closing = true;
+                    }
+                    self.answers.push(answer);
+                }
+                Err(error) => {
+                    let response = error.to_response();
+                    let version = Version::Http11;
+                    self.answers.push(Answer { response, version, keep_alive: false, head: false, deferred: false });
+                    self.closing = true;
+                    consumed_total = self.input.len();
+                }
+            }
+        }
+        self.input.drain(..consumed_total);
+        self.partial_since = if self.input.is_empty() { None } else { self.partial_since.or(Some(Instant::now())) };
+    }
+
+    /// Turns the answers into bytes; deferred ones become errors if their fsync failed.
+    fn serialize(&mut self, sync_failed: Option<&str>) {
+        if self.sent == self.output.len() {
+            self.output.clear();
+            self.sent = 0;
+        }
+        for answer in self.answers.drain(..) {
+            let response = match (answer.deferred, sync_failed) {
+                (true, Some(cause)) => Response::error(
+                    500,
+                    "internal_error",
+                    &format!("the events could not be made durable, nothing is acknowledged: {cause}"),
+                ),
+                _ => answer.response,
+            };
+            response.write_to_version(&mut self.output, answer.version, answer.keep_alive, answer.head);
+        }
+        // After every complete request's answer: it is for the partial request that follows.
+        self.output.append(&mut self.interim);
+    }
+
+    /// Sends what it can. Returns whether the connection is finished and must be closed.
+    fn flush(&mut self) -> bool {
+        while self.sent < self.output.len() {
+            match self.stream.write(&self.output[self.sent..]) {
+                Ok(0) => return true,
+                Ok(written) => self.sent += written,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return false,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        self.output.clear();
+        self.sent = 0;
+        self.closing || (self.peer_closed && self.input.is_empty())
+    }
+}

@@ -1,0 +1,254 @@
+//! The unified system: one store, the domain event bus on it, and (as they land) the integration
+//! and realtime parts, built from a preset or a config file ([`config`]).
+//!
+//! A [`System`] owns its parts and their threads; [`System::shutdown`] stops accepting, drains
+//! dispatch and makes every appended event durable. Nothing here does I/O on sockets: the server
+//! (`crate::server`) adapts it to HTTP, the C ABI to C.
+//!
+//! Building:
+//! - [`SystemBuilder::development`], [`SystemBuilder::production`], [`SystemBuilder::testing`]
+//!   start from a preset; [`SystemBuilder::config_toml`] applies a config file over it; the
+//!   setters apply single settings over both (the command line's precedence).
+//! - [`SystemBuilder::build`] validates the whole configuration first (production refuses to
+//!   start without `auth.api_keys` and `auth.jwt_secret`), then opens the store.
+
+pub mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::dispatch::{Backpressure, BusConfig, BusError, BusMetrics, EventBus, PendingDispatch, WaitStrategy};
+use crate::event::EventDraft;
+use crate::store::{AppendOutcome, Durability, EventStore, Log, Retention, StoreConfig, StoreError, StoreMetrics};
+use config::{BackpressureMode, Config, ConfigError, FsyncPolicy, Preset, WaitMode};
+
+/// The system layer's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    /// The configuration is invalid; the error names the key.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened (or failed later).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The bus could not be started.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Builds a [`System`] from a preset, a config file and single settings, in that precedence.
+#[derive(Clone, Debug)]
+pub struct SystemBuilder {
+    preset: Preset,
+    file: Option<String>,
+    overrides: Vec<Override>,
+}
+
+#[derive(Clone, Debug)]
+enum Override {
+    DataDir(PathBuf),
+    Listen(String),
+}
+
+impl SystemBuilder {
+    /// The development preset: fsync never, private webhook targets allowed, no auth.
+    pub fn development() -> Self {
+        Self::preset(Preset::Development)
+    }
+
+    /// The production preset: fsync always (group commit); needs `auth.api_keys` and
+    /// `auth.jwt_secret`.
+    pub fn production() -> Self {
+        Self::preset(Preset::Production)
+    }
+
+    /// The testing preset: in-memory store, handlers run on the publisher's thread.
+    pub fn testing() -> Self {
+        Self::preset(Preset::Testing)
+    }
+
+    /// Starts from `preset`.
+    pub fn preset(preset: Preset) -> Self {
+        SystemBuilder { preset, file: None, overrides: Vec::new() }
+    }
+
+    /// A config file's text (TOML), applied over the preset.
+    pub fn config_toml(mut self, text: impl Into<String>) -> Self {
+        self.file = Some(text.into());
+        self
+    }
+
+    /// The data directory (`server.data_dir`), over the preset and the file.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.overrides.push(Override::DataDir(dir.into()));
+        self
+    }
+
+    /// The listen address (`server.listen`), over the preset and the file.
+    pub fn listen(mut self, address: impl Into<String>) -> Self {
+        self.overrides.push(Override::Listen(address.into()));
+        self
+    }
+
+    /// The effective, validated configuration.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let mut config = Config::load(Some(self.preset), self.file.as_deref())?;
+        for setting in &self.overrides {
+            match setting {
+                Override::DataDir(dir) => config.server.data_dir = dir.clone(),
+                Override::Listen(address) => config.server.listen = address.clone(),
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Validates the configuration, opens the store and starts the bus.
+    pub fn build(self) -> Result<System, SystemError> {
+        System::from_config(self.config()?)
+    }
+}
+
+/// The running engine (see the module docs).
+pub struct System {
+    config: Config,
+    store: Arc<dyn EventStore>,
+    bus: EventBus,
+    started: Instant,
+}
+
+impl System {
+    /// Opens the store and starts the bus as `config` says (which must be validated).
+    pub fn from_config(config: Config) -> Result<System, SystemError> {
+        let store_config = store_config(&config);
+        let store: Arc<dyn EventStore> = if config.store.in_memory {
+            Arc::new(Log::in_memory(store_config)?)
+        } else {
+            Arc::new(Log::open(&config.server.data_dir, store_config)?)
+        };
+        let bus = EventBus::builder(Arc::clone(&store), bus_config(&config)).build()?;
+        Ok(System { config, store, bus, started: Instant::now() })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// The domain event bus.
+    pub fn bus(&self) -> &EventBus {
+        &self.bus
+    }
+
+    /// Time since it started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Publishes drafts (append, then dispatch), acknowledged per the durability setting.
+    pub fn publish(&self, drafts: Vec<EventDraft>) -> Result<AppendOutcome, BusError> {
+        self.bus.publish_batch(drafts)
+    }
+
+    /// Publishes drafts without waiting for an fsync; see [`EventBus::publish_batch_deferred`].
+    /// The caller calls [`System::sync_pending`] before acknowledging, then dispatches.
+    pub fn publish_deferred(&self, drafts: Vec<EventDraft>) -> Result<(AppendOutcome, PendingDispatch<'_>), BusError> {
+        self.bus.publish_batch_deferred(drafts)
+    }
+
+    /// Makes deferred publishes durable when the durability setting asks for an fsync before
+    /// the acknowledgement (a no-op otherwise).
+    pub fn sync_pending(&self) -> Result<(), StoreError> {
+        if self.store.syncs_before_ack() {
+            self.store.sync()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Domain-bus counters.
+    pub fn bus_metrics(&self) -> BusMetrics {
+        self.bus.metrics()
+    }
+
+    /// Store counters and latencies.
+    pub fn store_metrics(&self) -> StoreMetrics {
+        self.store.metrics()
+    }
+
+    /// The metrics in the spec's JSON shape (`GET /v1/metrics`). The integration and WebSocket
+    /// parts do not exist yet, so their counters are zero.
+    pub fn metrics_json(&self) -> serde_json::Value {
+        let bus = self.bus_metrics();
+        let store = self.store_metrics();
+        json!({
+            "domain_events": {
+                "published": bus.published,
+                "handled": bus.handled,
+                "failed": bus.failed,
+                "average_handling_time_ms": bus.average_handling_time_ms,
+            },
+            "integration_events": {"published": 0, "webhooks_delivered": 0, "webhooks_failed": 0},
+            "websocket_events": {"broadcast": 0, "delivered": 0, "connections": 0},
+            "event_store": {
+                "total_events": store.total_events,
+                "total_snapshots": store.total_snapshots,
+                "storage_size": store.storage_bytes,
+            },
+        })
+    }
+
+    /// Stops accepting publishes, lets dispatch drain within `timeout`, and makes everything
+    /// appended durable. Returns whether dispatch drained in time.
+    pub fn shutdown(&self, timeout: Duration) -> Result<bool, StoreError> {
+        let drained = self.bus.shutdown(timeout);
+        self.store.sync()?;
+        Ok(drained)
+    }
+}
+
+fn store_config(config: &Config) -> StoreConfig {
+    let store = &config.store;
+    StoreConfig {
+        segment_bytes: store.segment_bytes as usize,
+        durability: match store.fsync {
+            FsyncPolicy::Always => Durability::Always,
+            FsyncPolicy::Interval => Durability::Interval(Duration::from_millis(store.fsync_interval_ms)),
+            FsyncPolicy::Never => Durability::Never,
+        },
+        retention: Retention {
+            max_age: store.retention.max_age_ms.map(Duration::from_millis),
+            max_bytes: store.retention.max_bytes,
+        },
+        checkpoint_every_events: store.checkpoint_every_events,
+    }
+}
+
+fn bus_config(config: &Config) -> BusConfig {
+    let dispatch = &config.dispatch;
+    BusConfig {
+        ring_capacity: dispatch.ring_capacity,
+        batch_size: dispatch.batch_size,
+        wait: match dispatch.wait {
+            WaitMode::BusySpin => WaitStrategy::BusySpin,
+            WaitMode::Yield => WaitStrategy::Yield,
+            WaitMode::Blocking => WaitStrategy::Blocking,
+        },
+        backpressure: match dispatch.backpressure {
+            BackpressureMode::Block => Backpressure::Block(Duration::from_millis(dispatch.block_timeout_ms)),
+            BackpressureMode::Reject => Backpressure::Reject,
+        },
+        synchronous: dispatch.synchronous,
+        // Durable handlers are registered by embedders, who choose where their positions live.
+        checkpoint_dir: None,
+        dead_letter_capacity: dispatch.dead_letter_capacity,
+    }
+}
