@@ -85,7 +85,8 @@ mod tests {
         let summary = LatencySummary::of(&histogram);
         assert_eq!(summary.buckets.iter().sum::<u64>(), 6);
         assert_eq!(summary.buckets[0], 2, "≤ 1 µs");
-        assert_eq!(summary.buckets[2], 2, "≤ 10 µs");
+        assert_eq!(summary.buckets[1], 1, "≤ 5 µs");
+        assert_eq!(summary.buckets[2], 1, "≤ 10 µs");
         assert_eq!(summary.buckets[8], 1, "≤ 2.5 ms");
         assert_eq!(summary.buckets[15], 1, "above 10 s");
     }
