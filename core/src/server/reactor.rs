@@ -43,6 +43,9 @@ const TICK: Duration = Duration::from_millis(200);
 const READ_CHUNK: usize = 16 * 1024;
 /// Unsent response bytes after which a connection is not read until it catches up.
 const MAX_UNSENT_BYTES: usize = 4 * 1024 * 1024;
+/// Requests of one connection answered per turn, so one pipelining client cannot hold the
+/// reactor (the rest wait for the next turn).
+const MAX_ANSWERS_PER_TURN: usize = 256;
 /// How often connections are checked for timeouts.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
@@ -86,6 +89,10 @@ struct Connection {
     peer_closed: bool,
     /// `100 Continue` was sent for the request being received.
     continued: bool,
+    /// The last read stopped at a bound with bytes possibly left in the socket.
+    read_blocked: bool,
+    /// The last `answer` stopped at the output bound with requests left in `input`.
+    answer_blocked: bool,
     /// An interim `100 Continue` for the partial request, sent after this turn's answers.
     interim: Vec<u8>,
 }
@@ -202,9 +209,7 @@ impl Reactor {
             touched.dedup();
             for &token in &touched {
                 let Some(connection) = self.connections.get_mut(&token) else { continue };
-                if connection.read_some(&self.settings.limits) {
-                    self.unread.push(token);
-                }
+                connection.read_some(&self.settings.limits);
                 connection.answer(&system, &self.settings.limits, shutting_down, &mut turn);
             }
             turn.settle(&system);
@@ -213,6 +218,10 @@ impl Reactor {
                 connection.serialize(turn.sync_failed.as_deref());
                 if connection.flush() {
                     self.close(token);
+                } else if connection.blocked() && connection.unsent() < MAX_UNSENT_BYTES {
+                    // It stopped with bytes left in the socket or requests left unanswered; no
+                    // new readiness edge will come for them.
+                    self.unread.push(token);
                 }
             }
             if self.stop.load(Ordering::Acquire) && shutdown_deadline.is_none() {
@@ -326,6 +335,8 @@ impl Connection {
             closing: false,
             peer_closed: false,
             continued: false,
+            read_blocked: false,
+            answer_blocked: false,
             interim: Vec::new(),
         }
     }
@@ -334,17 +345,26 @@ impl Connection {
         self.output.len() - self.sent
     }
 
-    /// Reads what the socket holds, within the bounds. Returns whether it stopped before the
-    /// socket was drained (and must be read again later).
-    fn read_some(&mut self, limits: &Limits) -> bool {
-        if self.closing || self.peer_closed {
-            return false;
-        }
+    /// Whether it stopped short of what it was given (see `read_blocked`, `answer_blocked`).
+    fn blocked(&self) -> bool {
+        !self.closing && (self.read_blocked || self.answer_blocked)
+    }
+
+    /// Whether reading more is within the bounds now.
+    fn can_read(&self, limits: &Limits) -> bool {
         // The parser may need a head, a body and chunk framing up to the header limit.
         let max_input = 2 * limits.max_header_bytes + limits.max_body_bytes + READ_CHUNK;
+        !self.closing && !self.peer_closed && self.input.len() < max_input && self.unsent() < MAX_UNSENT_BYTES
+    }
+
+    /// Reads what the socket holds, within the bounds; sets `read_blocked` when it stopped
+    /// before the socket was drained.
+    fn read_some(&mut self, limits: &Limits) {
+        self.read_blocked = false;
         loop {
-            if self.input.len() >= max_input || self.unsent() >= MAX_UNSENT_BYTES {
-                return true;
+            if !self.can_read(limits) {
+                self.read_blocked = !self.closing && !self.peer_closed;
+                return;
             }
             let start = self.input.len();
             self.input.resize(start + READ_CHUNK, 0);
@@ -352,7 +372,7 @@ impl Connection {
                 Ok(0) => {
                     self.input.truncate(start);
                     self.peer_closed = true;
-                    return false;
+                    return;
                 }
                 Ok(read) => {
                     self.input.truncate(start + read);
@@ -363,12 +383,12 @@ impl Connection {
                 Err(error) => {
                     self.input.truncate(start);
                     match error.kind() {
-                        ErrorKind::WouldBlock => return false,
+                        ErrorKind::WouldBlock => return,
                         ErrorKind::Interrupted => {}
                         _ => {
                             self.peer_closed = true;
                             self.closing = true;
-                            return false;
+                            return;
                         }
                     }
                 }
@@ -379,9 +399,14 @@ impl Connection {
     /// Answers every complete request in the input, in order.
     fn answer<'a>(&mut self, system: &'a System, limits: &Limits, shutting_down: bool, turn: &mut Turn<'a>) {
         let mut consumed_total = 0;
-        while !self.closing && self.unsent() < MAX_UNSENT_BYTES {
+        self.answer_blocked = false;
+        while !self.closing {
             let rest = &self.input[consumed_total..];
             if rest.is_empty() {
+                break;
+            }
+            if self.unsent() >= MAX_UNSENT_BYTES || self.answers.len() >= MAX_ANSWERS_PER_TURN {
+                self.answer_blocked = true;
                 break;
             }
             match http::parse(rest, limits) {
