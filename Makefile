@@ -17,4 +17,4 @@ bench:
 	cargo bench -p herald-core --bench store
 
 run:
-	cargo run --release -q -p herald-core --example append_and_read -- herald-data
+	cargo run --release -- serve
