@@ -62,15 +62,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Stops one process this script started and forgets it.
-stop() {
-    local pid=$1 rest=() p
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+# Forgets a process this script started (it has exited).
+forget() {
+    local rest=() p
     for p in "${PIDS[@]}"; do
-        [[ $p == "$pid" ]] || rest+=("$p")
+        [[ $p == "$1" ]] || rest+=("$p")
     done
     PIDS=("${rest[@]+"${rest[@]}"}")
+}
+
+# Stops a process this script started (SIGTERM; Herald then fsyncs and exits) and forgets it.
+stop() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    forget "$1"
 }
 
 # A TCP port on 127.0.0.1 that nothing listens on.
@@ -147,7 +152,8 @@ EOF
 
     local out line
     out=$(wrk -t2 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$LUA" "http://$addr/v1/events")
-    line=$(grep '^HTTP_LOAD ' <<<"$out")
+    line=$(grep '^HTTP_LOAD ' <<<"$out" || true)
+    [[ -n $line ]] || { echo "$out" >&2; echo "http_load.sh: no result from wrk's warm-up" >&2; exit 1; }
     if [[ $(field non2xx "$line") != 0 ]]; then
         fail "herald $mode warm-up: $(field non2xx "$line") non-2xx answers: $(grep '^HTTP_LOAD_FIRST' <<<"$out" || true)"
     fi
@@ -164,11 +170,12 @@ EOF
     echo "$out" >"$dir/wrk.txt"
     if [[ -n $perf_pid ]]; then
         wait "$perf_pid" || true
-        PIDS=("${PIDS[@]/$perf_pid/}")
+        forget "$perf_pid"
     fi
     sleep 0.5 # let Herald answer the requests that were in flight when wrk stopped
     after=$(total_events "$addr")
-    line=$(grep '^HTTP_LOAD ' <<<"$out")
+    line=$(grep '^HTTP_LOAD ' <<<"$out" || true)
+    [[ -n $line ]] || { echo "$out" >&2; echo "http_load.sh: no result from wrk" >&2; exit 1; }
     echo "   wrk: $line" >&2
 
     local ok non2xx duration stored inflight
