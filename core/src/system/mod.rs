@@ -252,3 +252,61 @@ fn bus_config(config: &Config) -> BusConfig {
         dead_letter_capacity: dispatch.dead_letter_capacity,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventDraft;
+
+    #[test]
+    fn the_testing_preset_runs_in_memory_and_publishes() {
+        // The testing preset needs no directory and dispatches on the publisher's thread.
+        let system = SystemBuilder::testing().build().unwrap();
+        let outcome = system.publish(vec![EventDraft::new("TaskCreated", "task-1", "{}")]).unwrap();
+        assert_eq!(outcome.events()[0].position, 0);
+        assert_eq!(system.metrics_json()["event_store"]["total_events"], 1);
+        assert_eq!(system.metrics_json()["domain_events"]["published"], 1);
+        assert!(system.shutdown(Duration::from_secs(1)).unwrap());
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_auth_and_a_file_can_supply_it() {
+        // The refusal names what is missing; the config file fills it in.
+        let error = SystemBuilder::production().config().unwrap_err().to_string();
+        assert!(error.contains("auth.api_keys") && error.contains("auth.jwt_secret"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = "[auth]\napi_keys = [\"k1\"]\njwt_secret = \"s3cret\"\n";
+        let config = SystemBuilder::production().config_toml(file).data_dir(dir.path()).config().unwrap();
+        assert_eq!(config.store.fsync, config::FsyncPolicy::Always);
+        assert_eq!(config.server.data_dir, dir.path());
+        let system = System::from_config(config).unwrap();
+        assert!(system.store().syncs_before_ack());
+    }
+
+    #[test]
+    fn deferred_publishes_dispatch_only_after_the_sync() {
+        // Under fsync always, a deferred publish is invisible until synced, then dispatched.
+        let dir = tempfile::tempdir().unwrap();
+        let file = "[store]\nfsync = \"always\"\n";
+        let system = SystemBuilder::development().config_toml(file).data_dir(dir.path()).build().unwrap();
+        let (outcome, pending) = system.publish_deferred(vec![EventDraft::new("TaskCreated", "t", "{}")]).unwrap();
+        assert_eq!(outcome.events().len(), 1);
+        assert_eq!(system.store().bounds(), (0, 0), "written, not yet readable");
+        let mut seen = 0;
+        system.store().read(&crate::store::ReadQuery::default(), &mut |_| {
+            seen += 1;
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(seen, 0, "not visible before the fsync");
+        system.sync_pending().unwrap();
+        pending.dispatch();
+        system.store().read(&crate::store::ReadQuery::default(), &mut |_| {
+            seen += 1;
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(seen, 1);
+        assert_eq!(system.store().bounds(), (0, 1));
+    }
+}
