@@ -26,7 +26,7 @@ pub fn format_rfc3339_micros(unix_ns: u64) -> String {
     )
 }
 
-/// Parses an RFC 3339 timestamp into unix nanoseconds.
+/// Parses an RFC 3339 timestamp into unix nanoseconds (saturating at `u64::MAX` past 2554).
 pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
     let bytes = text.as_bytes();
     let bad = || format!("`{text}` is not an RFC 3339 timestamp");
@@ -94,11 +94,13 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
     if seconds < 0 {
         return Err(format!("`{text}` is before 1970-01-01T00:00:00Z"));
     }
-    u64::try_from(seconds)
+    // Past 2554-07-21 unix nanoseconds overflow 64 bits: such a time is later than every
+    // event, so it saturates (a `since` that far ahead reads nothing rather than failing).
+    Ok(u64::try_from(seconds)
         .ok()
         .and_then(|s| s.checked_mul(1_000_000_000))
         .and_then(|ns| ns.checked_add(nanos as u64))
-        .ok_or_else(bad)
+        .unwrap_or(u64::MAX))
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {

@@ -123,24 +123,49 @@ struct BatchJson<'a> {
     events: Option<&'a RawValue>,
 }
 
-/// Parses the body: one draft, or `{"events": [draft, …]}`.
+/// Parses the body: one draft, or `{"events": [draft, …]}`. Text that is not JSON is
+/// `invalid_json`; JSON of the wrong shape is `invalid_request` naming the field (found with
+/// `serde_path_to_error`, e.g. `events[1].aggregate_id`).
 fn parse_drafts(body: &[u8]) -> Result<Vec<EventDraft>, Response> {
-    let invalid_json = |error: serde_json::Error| Response::error(400, "invalid_json", &error.to_string());
-    let batch: BatchJson<'_> = serde_json::from_slice(body).map_err(invalid_json)?;
+    let batch: BatchJson<'_> = serde_json::from_slice(body).map_err(|error| json_error(error, "body"))?;
     let Some(events) = batch.events else {
-        let draft: DraftJson<'_> = serde_json::from_slice(body).map_err(invalid_json)?;
+        let mut input = serde_json::Deserializer::from_slice(body);
+        let draft: DraftJson<'_> =
+            serde_path_to_error::deserialize(&mut input).map_err(|error| path_error(error, None))?;
         return draft.into_draft().map(|draft| vec![draft]).map_err(|error| invalid_request(&error, None));
     };
-    let items: Vec<DraftJson<'_>> = serde_json::from_str(events.get())
-        .map_err(|error| Response::error(400, "invalid_request", &format!("events: {error}")))?;
+    let mut input = serde_json::Deserializer::from_str(events.get());
+    let items: Vec<DraftJson<'_>> =
+        serde_path_to_error::deserialize(&mut input).map_err(|error| path_error(error, Some("events")))?;
     if items.is_empty() {
-        return Err(Response::error(400, "invalid_request", "events: at least one event is required"));
+        return Err(bad_field("events", "must hold at least one event"));
     }
     items
         .into_iter()
         .enumerate()
         .map(|(index, item)| item.into_draft().map_err(|error| invalid_request(&error, Some(index))))
         .collect()
+}
+
+/// `invalid_json` for text that is not JSON; `invalid_request` on `field` for JSON of the wrong
+/// type.
+fn json_error(error: serde_json::Error, field: &str) -> Response {
+    match error.classify() {
+        serde_json::error::Category::Data => bad_field(field, &format!("has the wrong shape: {error}")),
+        _ => Response::error(400, "invalid_json", &error.to_string()),
+    }
+}
+
+/// A shape error at a path inside the body (`prefix` names the array it is in).
+fn path_error(error: serde_path_to_error::Error<serde_json::Error>, prefix: Option<&str>) -> Response {
+    let path = error.path().to_string();
+    let field = match (prefix, path.as_str()) {
+        (Some(prefix), ".") => prefix.to_string(),
+        (Some(prefix), path) => format!("{prefix}{path}"),
+        (None, ".") => "body".to_string(),
+        (None, path) => path.to_string(),
+    };
+    json_error(error.into_inner(), &field)
 }
 
 fn append<'a>(system: &'a System, request: &Request) -> Reply<'a> {

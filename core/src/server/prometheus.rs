@@ -129,6 +129,6 @@ impl Collector for Snapshot {
 
 /// The summary's buckets as `(upper bound in seconds, count)`, the last one unbounded.
 fn buckets_in_seconds(summary: &LatencySummary) -> Vec<(f64, u64)> {
-    let bounds = LATENCY_BUCKET_BOUNDS_NS.iter().map(|&ns| ns as f64 / 1e9).chain([f64::MAX]);
+    let bounds = LATENCY_BUCKET_BOUNDS_NS.iter().map(|&ns| ns as f64 / 1e9).chain([f64::INFINITY]);
     bounds.zip(summary.buckets).collect()
 }

@@ -279,8 +279,10 @@ impl Reactor {
         let now = Instant::now();
         let mut expired = Vec::new();
         for (&token, connection) in &mut self.connections {
-            let idle = connection.output.len() == connection.sent && connection.input.is_empty();
-            if shutting_down && idle {
+            // While shutting down, a connection owed nothing is closed, even mid-request: that
+            // request would be refused anyway.
+            let owed_nothing = connection.unsent() == 0 && connection.answers.is_empty();
+            if shutting_down && owed_nothing {
                 expired.push(token);
                 continue;
             }
@@ -488,6 +490,8 @@ impl Connection {
         }
         self.output.clear();
         self.sent = 0;
-        self.closing || (self.peer_closed && self.input.is_empty())
+        // Once the peer closed, what is left in `input` can never complete: every complete
+        // request was answered above, so the connection is done.
+        self.closing || self.peer_closed
     }
 }

@@ -293,19 +293,23 @@ mod tests {
         assert_eq!(outcome.events().len(), 1);
         assert_eq!(system.store().bounds(), (0, 0), "written, not yet readable");
         let mut seen = 0;
-        system.store().read(&crate::store::ReadQuery::default(), &mut |_| {
-            seen += 1;
-            std::ops::ControlFlow::Continue(())
-        })
-        .unwrap();
+        system
+            .store()
+            .read(&crate::store::ReadQuery::default(), &mut |_| {
+                seen += 1;
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
         assert_eq!(seen, 0, "not visible before the fsync");
         system.sync_pending().unwrap();
         pending.dispatch();
-        system.store().read(&crate::store::ReadQuery::default(), &mut |_| {
-            seen += 1;
-            std::ops::ControlFlow::Continue(())
-        })
-        .unwrap();
+        system
+            .store()
+            .read(&crate::store::ReadQuery::default(), &mut |_| {
+                seen += 1;
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
         assert_eq!(seen, 1);
         assert_eq!(system.store().bounds(), (0, 1));
     }
