@@ -14,8 +14,13 @@
 # the temporary directory).
 #
 # Each run checks its own work: Herald's stored-event count (GET /v1/metrics) must match the 2xx
-# answers wrk counted (see below), Redis's stream entries must equal the requests sent, and no
-# request may fail. A failed check makes the script exit 1 after printing the table.
+# answers wrk counted (up to the requests in flight when wrk stopped, see below), Redis's stream
+# entries must equal the XADDs sent, and no request may fail (non-2xx, socket error, timeout,
+# an error in Herald's log). A failed check makes the script exit 1 after printing the table.
+#
+# Table columns: events/s (acknowledged appends per second), p50/p99 latency as the client saw
+# it, the server's CPU (all threads, from /proc) in cores and in µs per event, and the load
+# client's CPU in cores (client and server share the machine's cores).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -121,7 +126,22 @@ total_events() {
 
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 
-# run_herald MODE: sets H_RATE, H_P50, H_P99 (ms).
+# CPU ticks (user + system) a process, or one of its threads, has used.
+cpu_ticks() { awk '{ print $14 + $15 }' "$1"; }
+TICKS_PER_S=$(getconf CLK_TCK)
+
+# cores TICKS SECONDS: average cores busy.
+cores() { awk -v t="$1" -v s="$2" -v hz="$TICKS_PER_S" 'BEGIN { printf "%.2f", t / hz / s }'; }
+
+# us_per_event TICKS EVENTS: server CPU time per event, in µs.
+us_per_event() { awk -v t="$1" -v n="$2" -v hz="$TICKS_PER_S" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }'; }
+
+# The client's CPU in cores, from bash's `time` output "REAL USER SYS" (last line of FILE).
+client_cores() { tail -1 "$1" | awk '{ printf "%.2f", ($2 + $3) / $1 }'; }
+TIMEFORMAT='%3R %3U %3S'
+
+# run_herald MODE: sets H_RATE, H_P50, H_P99 (µs), H_CPU (server cores), H_US (server CPU µs
+# per event), H_CLIENT (wrk's cores).
 run_herald() {
     local mode=$1 dir="$WORK/herald-$1"
     mkdir -p "$dir/data"
@@ -166,8 +186,14 @@ EOF
         perf_pid=$!
         PIDS+=("$perf_pid")
     fi
-    out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$LUA" "http://$addr/v1/events")
-    echo "$out" >"$dir/wrk.txt"
+    local ticks0 reactor0 ticks1 reactor1
+    ticks0=$(cpu_ticks "/proc/$pid/stat")
+    reactor0=$(cpu_ticks "/proc/$pid/task/$pid/stat")
+    { time wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$LUA" "http://$addr/v1/events" \
+        >"$dir/wrk.txt"; } 2>"$dir/wrk.time"
+    ticks1=$(cpu_ticks "/proc/$pid/stat")
+    reactor1=$(cpu_ticks "/proc/$pid/task/$pid/stat")
+    out=$(cat "$dir/wrk.txt")
     if [[ -n $perf_pid ]]; then
         wait "$perf_pid" || true
         forget "$perf_pid"
@@ -202,6 +228,13 @@ EOF
     H_RATE=$(awk -v n="$ok" -v us="$duration" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
     H_P50=$(field p50_us "$line")
     H_P99=$(field p99_us "$line")
+    local seconds
+    seconds=$(awk -v us="$duration" 'BEGIN { print us / 1e6 }')
+    H_CPU=$(cores $((ticks1 - ticks0)) "$seconds")
+    H_US=$(us_per_event $((ticks1 - ticks0)) "$stored")
+    H_CLIENT=$(client_cores "$dir/wrk.time")
+    echo "   herald CPU: $H_CPU cores ($(cores $((reactor1 - reactor0)) "$seconds") on the reactor thread)," \
+        "$H_US µs per event; wrk: $H_CLIENT cores" >&2
 
     stop "$pid"
     if grep -qiE 'error|panic|fail' "$dir/herald.log"; then
@@ -233,7 +266,7 @@ stream_entries() {
         return n' 0 | grep -o '[0-9]*'
 }
 
-# run_redis APPENDFSYNC: sets R_RATE, R_P50, R_P99 (ms).
+# run_redis APPENDFSYNC: sets R_RATE, R_P50, R_P99 (ms), R_CPU, R_US, R_CLIENT (as for Herald).
 run_redis() {
     local fsync=$1 dir="$WORK/redis-$1" port
     mkdir -p "$dir"
@@ -259,7 +292,11 @@ run_redis() {
 
     before=$(stream_entries "$port")
     echo "   redis-benchmark -h 127.0.0.1 -p $port -c $CONNECTIONS -n $n -r $AGGREGATES --csv XADD stream:__rand_int__ '*' data <256 bytes>" >&2
-    line=$(redis_xadd "$port" "$n")
+    local ticks0 ticks1
+    ticks0=$(cpu_ticks "/proc/$pid/stat")
+    { time redis_xadd "$port" "$n" >"$dir/bench.csv"; } 2>"$dir/bench.time"
+    ticks1=$(cpu_ticks "/proc/$pid/stat")
+    line=$(cat "$dir/bench.csv")
     after=$(stream_entries "$port")
     echo "   csv: ...\",\"$(awk -F'","' '{ for (i = NF - 6; i <= NF; i++) printf "%s%s", $i, (i < NF ? "\",\"" : "\n") }' <<<"$line")" >&2
     if ((after - before != n)); then
@@ -268,6 +305,10 @@ run_redis() {
     R_RATE=$(csv_col "$line" 7 | awk '{ printf "%.0f", $1 }')
     R_P50=$(csv_col "$line" 4)
     R_P99=$(csv_col "$line" 2)
+    R_CPU=$(cores $((ticks1 - ticks0)) "$(tail -1 "$dir/bench.time" | cut -d' ' -f1)")
+    R_US=$(us_per_event $((ticks1 - ticks0)) "$n")
+    R_CLIENT=$(client_cores "$dir/bench.time")
+    echo "   redis CPU: $R_CPU cores, $R_US µs per event; redis-benchmark: $R_CLIENT cores" >&2
     stop "$pid"
 }
 
@@ -279,8 +320,8 @@ for mode in $MODES; do
     esac
     run_herald "$mode"
     run_redis "$redis_mode"
-    ROWS+=("| \`$mode\` | herald | $H_RATE | $(ms "$H_P50") | $(ms "$H_P99") |")
-    ROWS+=("| \`$mode\` | redis (\`appendfsync $redis_mode\`) | $R_RATE | ${R_P50} ms | ${R_P99} ms |")
+    ROWS+=("| \`$mode\` | herald | $H_RATE | $(ms "$H_P50") | $(ms "$H_P99") | $H_CPU | $H_US | $H_CLIENT |")
+    ROWS+=("| \`$mode\` | redis (\`appendfsync $redis_mode\`) | $R_RATE | ${R_P50} ms | ${R_P99} ms | $R_CPU | $R_US | $R_CLIENT |")
     RATIOS+=("$(awk -v m="$mode" -v h="$H_RATE" -v r="$R_RATE" -v hp="$H_P99" -v rp="$R_P99" \
         'BEGIN { printf "| `%s` | %.2f× | %.2f× |", m, h / r, (hp / 1000) / rp }')")
 done
@@ -288,8 +329,8 @@ done
 echo
 echo "HTTP load: $CONNECTIONS connections, ${DURATION}s per run, 256-byte payloads, $AGGREGATES aggregates/streams"
 echo
-echo "| mode | impl | events/s | p50 | p99 |"
-echo "| --- | --- | ---: | ---: | ---: |"
+echo "| mode | impl | events/s | p50 | p99 | server cores | server CPU µs/event | client cores |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "| mode | herald ÷ redis, events/s | herald ÷ redis, p99 |"
