@@ -80,6 +80,19 @@ pub struct DraftJson<'a> {
 }
 
 impl DraftJson<'_> {
+    /// Whether none of the draft's fields was present (the body may be something else, such
+    /// as a batch).
+    pub fn is_empty(&self) -> bool {
+        self.event_type.is_none()
+            && self.aggregate_id.is_none()
+            && self.data.is_none()
+            && self.id.is_none()
+            && self.expected_version.is_none()
+            && self.correlation_id.is_none()
+            && self.causation_id.is_none()
+            && self.metadata.is_none()
+    }
+
     /// Turns the parsed JSON into a validated draft; errors name the field.
     pub fn into_draft(self) -> Result<EventDraft, ValidationError> {
         let required = |field: &str| ValidationError::new(field, "is required");

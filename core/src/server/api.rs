@@ -127,11 +127,13 @@ struct BatchJson<'a> {
 /// `invalid_json`; JSON of the wrong shape is `invalid_request` naming the field (found with
 /// `serde_path_to_error`, e.g. `events[1].aggregate_id`).
 fn parse_drafts(body: &[u8]) -> Result<Vec<EventDraft>, Response> {
-    let batch: BatchJson<'_> = serde_json::from_slice(body).map_err(|error| json_error(error, "body"))?;
-    let Some(events) = batch.events else {
-        let mut input = serde_json::Deserializer::from_slice(body);
-        let draft: DraftJson<'_> =
-            serde_path_to_error::deserialize(&mut input).map_err(|error| path_error(error, None))?;
+    // One parse for the common case, a single draft; a body with no draft field is looked at
+    // again as a batch.
+    let mut input = serde_json::Deserializer::from_slice(body);
+    let draft: DraftJson<'_> = serde_path_to_error::deserialize(&mut input).map_err(|error| path_error(error, None))?;
+    input.end().map_err(|error| json_error(error, "body"))?;
+    let batch = if draft.is_empty() { serde_json::from_slice::<BatchJson<'_>>(body).ok() } else { None };
+    let Some(events) = batch.and_then(|batch| batch.events) else {
         return draft.into_draft().map(|draft| vec![draft]).map_err(|error| invalid_request(&error, None));
     };
     let mut input = serde_json::Deserializer::from_str(events.get());

@@ -65,6 +65,8 @@ pub(super) struct Reactor {
     next_token: usize,
     /// Connections that stopped reading early (backpressure) and must be read again.
     unread: Vec<Token>,
+    /// Where reads land before they are appended to a connection's input.
+    scratch: Box<[u8]>,
     system: Arc<System>,
     settings: Settings,
     stop: Arc<AtomicBool>,
@@ -161,6 +163,7 @@ impl Reactor {
             connections: HashMap::new(),
             next_token: FIRST_CONNECTION,
             unread: Vec::new(),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             system,
             settings,
             stop: Arc::new(AtomicBool::new(false)),
@@ -190,30 +193,35 @@ impl Reactor {
             }
             let shutting_down = shutdown_deadline.is_some();
             let mut turn = Turn { pending: Vec::new(), sync_failed: None };
-            let mut touched: Vec<Token> = std::mem::take(&mut self.unread);
+            // (token, whether to read it): connections left unread last turn, and this turn's.
+            let mut touched: Vec<(Token, bool)> = self.unread.drain(..).map(|token| (token, true)).collect();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
                     token => {
+                        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                         if let Some(connection) = self.connections.get_mut(&token) {
-                            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            if readable {
                                 connection.last_active = Instant::now();
                             }
                         }
-                        touched.push(token);
+                        touched.push((token, readable));
                     }
                 }
             }
-            touched.sort_unstable();
-            touched.dedup();
-            for &token in &touched {
+            // One entry per connection, readable if any of its entries was.
+            touched.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            touched.dedup_by_key(|entry| entry.0);
+            for &(token, readable) in &touched {
                 let Some(connection) = self.connections.get_mut(&token) else { continue };
-                connection.read_some(&self.settings.limits);
+                if readable {
+                    connection.read_some(&self.settings.limits, &mut self.scratch);
+                }
                 connection.answer(&system, &self.settings.limits, shutting_down, &mut turn);
             }
             turn.settle(&system);
-            for &token in &touched {
+            for &(token, _) in &touched {
                 let Some(connection) = self.connections.get_mut(&token) else { continue };
                 connection.serialize(turn.sync_failed.as_deref());
                 if connection.flush() {
@@ -361,39 +369,40 @@ impl Connection {
 
     /// Reads what the socket holds, within the bounds; sets `read_blocked` when it stopped
     /// before the socket was drained.
-    fn read_some(&mut self, limits: &Limits) {
+    ///
+    /// A read shorter than `scratch` means the socket had nothing more at that moment: it stops
+    /// there instead of paying another `read` for `WouldBlock`, because on Linux epoll every
+    /// arrival of data (or of the FIN) raises a new edge even when earlier data was not drained.
+    fn read_some(&mut self, limits: &Limits, scratch: &mut [u8]) {
         self.read_blocked = false;
         loop {
             if !self.can_read(limits) {
                 self.read_blocked = !self.closing && !self.peer_closed;
                 return;
             }
-            let start = self.input.len();
-            self.input.resize(start + READ_CHUNK, 0);
-            match self.stream.read(&mut self.input[start..]) {
+            match self.stream.read(scratch) {
                 Ok(0) => {
-                    self.input.truncate(start);
                     self.peer_closed = true;
                     return;
                 }
                 Ok(read) => {
-                    self.input.truncate(start + read);
+                    self.input.extend_from_slice(&scratch[..read]);
                     if self.partial_since.is_none() {
                         self.partial_since = Some(Instant::now());
                     }
-                }
-                Err(error) => {
-                    self.input.truncate(start);
-                    match error.kind() {
-                        ErrorKind::WouldBlock => return,
-                        ErrorKind::Interrupted => {}
-                        _ => {
-                            self.peer_closed = true;
-                            self.closing = true;
-                            return;
-                        }
+                    if read < scratch.len() {
+                        return;
                     }
                 }
+                Err(error) => match error.kind() {
+                    ErrorKind::WouldBlock => return,
+                    ErrorKind::Interrupted => {}
+                    _ => {
+                        self.peer_closed = true;
+                        self.closing = true;
+                        return;
+                    }
+                },
             }
         }
     }
