@@ -178,6 +178,10 @@ impl BusBuilder {
                 stopped: Condvar::new(),
             })
         };
+        if groups.is_empty() {
+            // Nothing to dispatch to: no ring and no thread, a publish is an append.
+            return Ok(EventBus { inner: shared(None), threads: Mutex::new(Vec::new()) });
+        }
         if config.synchronous {
             let inner = shared(None);
             for group in &mut groups {
@@ -185,10 +189,6 @@ impl BusBuilder {
             }
             *inner.sync_groups.lock() = groups;
             return Ok(EventBus { inner, threads: Mutex::new(Vec::new()) });
-        }
-        if groups.is_empty() {
-            // A ring needs a consumer; with no handlers, one that only drains keeps it moving.
-            groups.push(Group::new("drain".into(), Vec::new()));
         }
         let mut ring = RingBuilder::new(config.ring_capacity).starting_at(start);
         for _ in &groups {
@@ -290,6 +290,7 @@ impl EventBus {
                 pending.dispatch();
                 Ok(outcome)
             }
+            None if inner.metrics.is_empty() => inner.publish_without_handlers(drafts, false),
             None => inner.publish_synchronously(drafts),
         }
     }
@@ -311,6 +312,9 @@ impl EventBus {
         drafts.iter_mut().for_each(context::apply);
         match &inner.producer {
             Some(producer) => inner.publish_through_ring(producer, drafts, true),
+            None if inner.metrics.is_empty() => {
+                Ok((inner.publish_without_handlers(drafts, true)?, PendingDispatch { claim: None, positions: Vec::new() }))
+            }
             None => Ok((inner.publish_synchronously(drafts)?, PendingDispatch { claim: None, positions: Vec::new() })),
         }
     }
@@ -423,6 +427,17 @@ impl Inner {
                 None => Err(BusError::Store(error)),
             },
         }
+    }
+
+    /// A bus without handlers: append (deferred or not) and count.
+    fn publish_without_handlers(&self, drafts: Vec<EventDraft>, deferred: bool) -> Result<AppendOutcome, BusError> {
+        let none = &mut |_, _| Ok(());
+        let outcome = if deferred { self.store.append_deferred_with(&drafts, none) } else { self.store.append(&drafts) };
+        let outcome = outcome.map_err(BusError::Store)?;
+        if let AppendOutcome::Appended(appended) = &outcome {
+            self.published.fetch_add(appended.len() as u64, Ordering::Relaxed);
+        }
+        Ok(outcome)
     }
 
     fn publish_synchronously(&self, drafts: Vec<EventDraft>) -> Result<AppendOutcome, BusError> {
