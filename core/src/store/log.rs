@@ -65,6 +65,10 @@ struct Shared {
     appended: AtomicU64,
     commit: Mutex<CommitState>,
     commit_done: Condvar,
+    /// Held by a flush while it writes the runs it took from `State::unwritten` (taken while
+    /// holding the state lock, so the order is always state, then this): a reader that needs
+    /// one of those records waits for it here.
+    writing: Mutex<()>,
     /// Set once by the first failed fsync; the log then refuses writes.
     failure: OnceLock<String>,
     snapshots: SnapshotStore,
@@ -81,11 +85,20 @@ struct Shared {
 
 struct State {
     index: Index,
-    /// Reused buffer for frames written with pwrite.
-    scratch: Vec<u8>,
+    /// Under `Always` on disk: frames appended but not yet written to their files, oldest
+    /// first; the next group fsync writes them all (one pwrite per run) before it syncs. Readers
+    /// never see them (they are above `visible`); `same_event` looks them up here.
+    unwritten: Vec<Unwritten>,
     active: Arc<Segment>,
     next_position: u64,
     last_timestamp_ns: u64,
+}
+
+/// Frames waiting for the next flush: `bytes` go at `start` in `segment`.
+struct Unwritten {
+    segment: Arc<Segment>,
+    start: usize,
+    bytes: Vec<u8>,
 }
 
 struct CommitState {
@@ -190,11 +203,12 @@ impl Log {
         let shared = Arc::new(Shared {
             dir,
             _lock: lock,
-            state: Mutex::new(State { index, scratch: Vec::new(), active, next_position, last_timestamp_ns }),
+            state: Mutex::new(State { index, unwritten: Vec::new(), active, next_position, last_timestamp_ns }),
             view: RwLock::new(Arc::new(segments)),
             visible: AtomicU64::new(next_position),
             appended: AtomicU64::new(next_position),
             commit: Mutex::new(CommitState { durable: next_position, syncing: false }),
+            writing: Mutex::new(()),
             commit_done: Condvar::new(),
             failure: OnceLock::new(),
             snapshots,
@@ -298,7 +312,20 @@ impl Log {
 
     /// Walks every record of every segment, checking checksums, positions and the indexes.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        let state = self.shared.state.lock();
+        // Every record must be in its file first: appends waiting for a group fsync are written
+        // by one (a few tries, in case appends keep arriving).
+        let mut state = self.shared.state.lock();
+        for _ in 0..100 {
+            if state.unwritten.is_empty() {
+                break;
+            }
+            drop(state);
+            self.shared.sync()?;
+            state = self.shared.state.lock();
+        }
+        if !state.unwritten.is_empty() {
+            return Err(StoreError::Overloaded("appends keep arriving; verify when the log is quieter".into()));
+        }
         let segments = Arc::clone(&self.shared.view.read());
         let mut report = VerifyReport {
             segments: segments.len(),
@@ -435,14 +462,15 @@ impl Shared {
         let timestamp_ns = clock_ns.max(state.last_timestamp_ns);
         let first_position = state.next_position;
         let start = segment.written.load(Ordering::Relaxed);
-        // Under `Always` a file segment is written with pwrite (see `Segment::sync_to` for why);
+        // Under `Always` a file segment is written with pwrite, by the next group fsync, which
+        // writes every append waiting for it at once (see `Segment::sync_to` for why pwrite);
         // otherwise the frames are encoded straight into the map.
         let durable_path = self.config.durability == Durability::Always && self.dir.is_some();
-        let mut scratch = std::mem::take(&mut state.scratch);
-        let region: &mut [u8] = if durable_path {
-            scratch.clear();
-            scratch.resize(batch_bytes, 0);
-            &mut scratch[..]
+        let mut waiting = durable_path.then(|| take_unwritten(&mut state, &segment, start));
+        let region: &mut [u8] = if let Some(waiting) = &mut waiting {
+            let at = waiting.bytes.len();
+            waiting.bytes.resize(at + batch_bytes, 0);
+            &mut waiting.bytes[at..]
         } else {
             // SAFETY: we hold the append lock, so we are the only writer; the range starts at
             // `written`, below which readers stay, and `room_for` made sure it fits.
@@ -462,15 +490,9 @@ impl Shared {
             write_frame(&mut region[at..at + length], &fields);
             at += length;
         }
-        if durable_path {
-            if let Err(error) = segment.write_frames(start, region) {
-                // Whether any byte reached the file is unknown: like a failed fsync, stop writing.
-                let _ = self.failure.set(error.to_string());
-                state.scratch = scratch;
-                return Err(error);
-            }
+        if let Some(waiting) = waiting {
+            state.unwritten.push(waiting);
         }
-        state.scratch = scratch;
         let mut results = Vec::with_capacity(drafts.len());
         {
             let mut offsets = segment.offsets.write();
@@ -520,7 +542,7 @@ impl Shared {
         // Only publisher-given ids can be stored already: a generated id is fresh.
         for (draft, id) in drafts.iter().filter_map(|draft| Some((draft, draft.id?))) {
             if let Some(entry) = state.index.ids.get(&id) {
-                if self.same_event(&entry, draft) {
+                if self.same_event(state, &entry, draft) {
                     original.push(Appended {
                         id,
                         position: entry.position,
@@ -549,16 +571,28 @@ impl Shared {
 
     /// Whether the stored record at `entry` has the draft's type and aggregate. A record that
     /// retention deleted cannot be compared and counts as the same (its id matched).
-    fn same_event(&self, entry: &IdEntry, draft: &EventDraft) -> bool {
+    fn same_event(&self, state: &State, entry: &IdEntry, draft: &EventDraft) -> bool {
         let segments = Arc::clone(&self.view.read());
         let Ok((segment, offset)) = locate(&segments, entry.position) else { return true };
         let segment = &segments[segment];
+        let same = |view: EventView<'_>| {
+            view.event_type == draft.event_type && view.aggregate_id == draft.aggregate_id && view.kind == draft.kind
+        };
+        // A record still waiting for its pwrite is only in memory.
+        let waiting = state.unwritten.iter().find(|run| {
+            Arc::ptr_eq(&run.segment, segment) && (run.start..run.start + run.bytes.len()).contains(&offset)
+        });
+        if let Some(run) = waiting {
+            let frame = &run.bytes[offset - run.start..];
+            return match classify(frame) {
+                Frame::Complete(length) => EventView::decode(&frame[..length]).is_ok_and(same),
+                _ => false,
+            };
+        }
+        // Or a flush is writing it right now.
+        let _written = self.writing.lock();
         match decode_at(segment, offset, segment.written.load(Ordering::Acquire), entry.position) {
-            Ok(view) => {
-                view.event_type == draft.event_type
-                    && view.aggregate_id == draft.aggregate_id
-                    && view.kind == draft.kind
-            }
+            Ok(view) => same(view),
             Err(_) => false,
         }
     }
@@ -683,19 +717,28 @@ impl Shared {
 
     /// Fsyncs every written, unsynced range; returns the position everything below is durable.
     fn flush(&self) -> Result<u64, StoreError> {
-        let (target, pending) = {
-            let state = self.state.lock();
+        let (target, pending, unwritten, writing) = {
+            let mut state = self.state.lock();
+            let writing = self.writing.lock();
+            let unwritten = std::mem::take(&mut state.unwritten);
             let segments = Arc::clone(&self.view.read());
             let pending: Vec<(Arc<Segment>, usize)> = segments
                 .iter()
                 .map(|s| (Arc::clone(s), s.written.load(Ordering::Acquire)))
                 .filter(|(s, written)| s.synced.load(Ordering::Acquire) < *written)
                 .collect();
-            (state.next_position, pending)
+            (state.next_position, pending, unwritten, writing)
         };
         if pending.is_empty() || self.dir.is_none() {
             return Ok(target);
         }
+        // Flushes run one at a time (`CommitState::syncing`) and each takes every run appended
+        // before it, so runs reach their files in append order. An error leaves it unknown which
+        // bytes did: the caller latches the log read-only, as for a failed fsync.
+        for mut run in unwritten {
+            run.segment.write_frames(run.start, &mut run.bytes)?;
+        }
+        drop(writing);
         let started = Instant::now();
         #[cfg(test)]
         if self.fail_syncs.load(Ordering::SeqCst) {
@@ -845,6 +888,17 @@ impl Shared {
                     eprintln!("herald: index checkpoint: {error}");
                 }
             }
+        }
+    }
+}
+
+/// The unwritten run that `start` in `segment` continues (taken out of `state`), or a new one.
+fn take_unwritten(state: &mut State, segment: &Arc<Segment>, start: usize) -> Unwritten {
+    match state.unwritten.pop() {
+        Some(last) if Arc::ptr_eq(&last.segment, segment) && last.start + last.bytes.len() == start => last,
+        other => {
+            state.unwritten.extend(other);
+            Unwritten { segment: Arc::clone(segment), start, bytes: Vec::new() }
         }
     }
 }
