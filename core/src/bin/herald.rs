@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use herald_core::server::Server;
 use herald_core::store::{Log, StoreConfig};
-use herald_core::system::config::{CliOverrides, Config, LogLevel, Preset};
+use herald_core::system::config::{CliOverrides, Config, LogLevel as Level, Preset};
 use herald_core::system::System;
 
 #[derive(Parser)]
@@ -45,29 +45,6 @@ enum Command {
         #[arg(long, default_value = "./herald-data")]
         data: PathBuf,
     },
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-enum Level {
-    Off,
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl From<LogLevel> for Level {
-    fn from(level: LogLevel) -> Self {
-        match level {
-            LogLevel::Off => Level::Off,
-            LogLevel::Error => Level::Error,
-            LogLevel::Warn => Level::Warn,
-            LogLevel::Info => Level::Info,
-            LogLevel::Debug => Level::Debug,
-            LogLevel::Trace => Level::Trace,
-        }
-    }
 }
 
 /// Writes `message` to stderr when `level` is enabled.
@@ -112,7 +89,7 @@ fn serve(
         Ok(config) => config,
         Err(error) => return fail(format!("invalid configuration: {error}")),
     };
-    let level = level.unwrap_or(config.server.log_level.into());
+    let level = level.unwrap_or(config.server.log_level);
     let shutdown_timeout = Duration::from_millis(config.server.shutdown_timeout_ms);
     let store_description = if config.store.in_memory {
         "in memory".to_string()

@@ -312,9 +312,10 @@ impl EventBus {
         drafts.iter_mut().for_each(context::apply);
         match &inner.producer {
             Some(producer) => inner.publish_through_ring(producer, drafts, true),
-            None if inner.metrics.is_empty() => {
-                Ok((inner.publish_without_handlers(drafts, true)?, PendingDispatch { claim: None, positions: Vec::new() }))
-            }
+            None if inner.metrics.is_empty() => Ok((
+                inner.publish_without_handlers(drafts, true)?,
+                PendingDispatch { claim: None, positions: Vec::new() },
+            )),
             None => Ok((inner.publish_synchronously(drafts)?, PendingDispatch { claim: None, positions: Vec::new() })),
         }
     }
@@ -432,7 +433,8 @@ impl Inner {
     /// A bus without handlers: append (deferred or not) and count.
     fn publish_without_handlers(&self, drafts: Vec<EventDraft>, deferred: bool) -> Result<AppendOutcome, BusError> {
         let none = &mut |_, _| Ok(());
-        let outcome = if deferred { self.store.append_deferred_with(&drafts, none) } else { self.store.append(&drafts) };
+        let outcome =
+            if deferred { self.store.append_deferred_with(&drafts, none) } else { self.store.append(&drafts) };
         let outcome = outcome.map_err(BusError::Store)?;
         if let AppendOutcome::Appended(appended) = &outcome {
             self.published.fetch_add(appended.len() as u64, Ordering::Relaxed);

@@ -10,6 +10,7 @@
 //! cannot be served because the store failed is 500 `internal_error`.
 
 use std::fmt::Write as _;
+use std::ops::ControlFlow;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -21,7 +22,7 @@ use crate::dispatch::{BusError, PendingDispatch};
 use crate::event::time::{format_rfc3339_micros, parse_rfc3339};
 use crate::event::DraftJson;
 use crate::event::{EventDraft, EventKind, ValidationError};
-use crate::store::{AppendOutcome, ReadQuery, StoreError};
+use crate::store::{AppendOutcome, EventView, ReadQuery, StoreError};
 use crate::system::System;
 
 /// Most events one read returns (`limit` is clamped to it).
@@ -204,29 +205,37 @@ fn read_events(system: &System, request: &Request) -> Response {
     };
     let mut body = Vec::with_capacity(256 * query.limit.min(1024));
     body.extend_from_slice(br#"{"events":["#);
-    let mut first = true;
-    let mut failure = None;
-    let result = system.store().read(&query, &mut |view| {
-        if !first {
-            body.push(b',');
-        }
-        first = false;
-        if let Err(error) = serde_json::to_writer(&mut body, &view.json()) {
-            failure = Some(error);
-            return std::ops::ControlFlow::Break(());
-        }
-        std::ops::ControlFlow::Continue(())
-    });
-    if let Some(error) = failure {
-        return Response::error(500, "internal_error", &format!("cannot encode an event: {error}"));
-    }
-    match result {
+    match encode_events(&mut body, |visit| system.store().read(&query, visit)) {
         Ok(summary) => {
             let _ = write!(Tail(&mut body), r#"],"next_position":{}}}"#, summary.next_position);
             Response::json(200, body)
         }
-        Err(error) => store_error(&error),
+        Err(response) => response,
     }
+}
+
+/// Runs `read`, writing each event it visits into `out` as JSON, comma-separated.
+fn encode_events<T>(
+    out: &mut Vec<u8>,
+    read: impl FnOnce(&mut dyn FnMut(EventView<'_>) -> ControlFlow<()>) -> Result<T, StoreError>,
+) -> Result<T, Response> {
+    let mut first = true;
+    let mut failure = None;
+    let result = read(&mut |view| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        if let Err(error) = serde_json::to_writer(&mut *out, &view.json()) {
+            failure = Some(error);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(error) = failure {
+        return Err(Response::error(500, "internal_error", &format!("cannot encode an event: {error}")));
+    }
+    result.map_err(|error| store_error(&error))
 }
 
 /// `fmt::Write` into a byte buffer.
@@ -281,20 +290,7 @@ fn read_stream(system: &System, request: &Request, aggregate_id: &str) -> Respon
         }
     }
     let mut events = Vec::with_capacity(256 * max.min(1024));
-    let mut failure = None;
-    let result = system.store().read_stream(aggregate_id, from_version, max, &mut |view| {
-        if !events.is_empty() {
-            events.push(b',');
-        }
-        if let Err(error) = serde_json::to_writer(&mut events, &view.json()) {
-            failure = Some(error);
-            return std::ops::ControlFlow::Break(());
-        }
-        std::ops::ControlFlow::Continue(())
-    });
-    if let Some(error) = failure {
-        return Response::error(500, "internal_error", &format!("cannot encode an event: {error}"));
-    }
+    let result = encode_events(&mut events, |visit| system.store().read_stream(aggregate_id, from_version, max, visit));
     match result {
         Ok(summary) if summary.version == 0 => {
             Response::error(404, "not_found", &format!("stream `{aggregate_id}` has no events"))
@@ -310,7 +306,7 @@ fn read_stream(system: &System, request: &Request, aggregate_id: &str) -> Respon
             body.extend_from_slice(b"]}");
             Response::json(200, body)
         }
-        Err(error) => store_error(&error),
+        Err(response) => response,
     }
 }
 

@@ -292,24 +292,14 @@ mod tests {
         let (outcome, pending) = system.publish_deferred(vec![EventDraft::new("TaskCreated", "t", "{}")]).unwrap();
         assert_eq!(outcome.events().len(), 1);
         assert_eq!(system.store().bounds(), (0, 0), "written, not yet readable");
-        let mut seen = 0;
-        system
-            .store()
-            .read(&crate::store::ReadQuery::default(), &mut |_| {
-                seen += 1;
-                std::ops::ControlFlow::Continue(())
-            })
-            .unwrap();
-        assert_eq!(seen, 0, "not visible before the fsync");
+        let visible = |system: &System| {
+            let query = crate::store::ReadQuery::default();
+            system.store().read(&query, &mut |_| std::ops::ControlFlow::Continue(())).unwrap().count
+        };
+        assert_eq!(visible(&system), 0, "not visible before the fsync");
         system.sync_pending().unwrap();
         pending.dispatch();
-        system
-            .store()
-            .read(&crate::store::ReadQuery::default(), &mut |_| {
-                seen += 1;
-                std::ops::ControlFlow::Continue(())
-            })
-            .unwrap();
+        let seen = visible(&system);
         assert_eq!(seen, 1);
         assert_eq!(system.store().bounds(), (0, 1));
     }
