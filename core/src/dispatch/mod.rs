@@ -14,6 +14,7 @@ mod context;
 mod handler;
 mod metrics;
 pub mod ring;
+mod slots;
 mod sync;
 
 pub use bus::{Backpressure, BusBuilder, BusConfig, BusError, EventBus, PendingDispatch};

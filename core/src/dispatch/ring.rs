@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
-use super::sync::{fence, spin, yield_now, AtomicBool, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
+use super::slots::Slots;
+use super::sync::{fence, spin, yield_now, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// How a consumer waits for the next event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -88,7 +89,7 @@ struct ConsumerShared {
 }
 
 struct Shared<T> {
-    slots: Box<[UnsafeCell<T>]>,
+    slots: Slots<T>,
     /// Per-slot publication flags (multi-producer rings; empty for a solo ring).
     published: Box<[AtomicU64]>,
     /// Solo rings: every sequence below this is published.
@@ -172,7 +173,7 @@ impl RingBuilder {
             }
         }
         let shared = Arc::new(Shared {
-            slots: (0..self.capacity).map(|_| UnsafeCell::new(T::default())).collect(),
+            slots: Slots::new(self.capacity),
             published: (0..if solo { 0 } else { self.capacity }).map(|_| AtomicU64::new(0)).collect(),
             cursor: CachePadded::new(AtomicU64::new(self.start)),
             solo,
