@@ -9,14 +9,16 @@
 //! Bounds, per connection: unparsed input at most the header and body limits plus one read
 //! chunk (the parser refuses anything larger with 413/431 and the connection closes); unsent
 //! output at most [`MAX_UNSENT_BYTES`] before the connection stops being read (a client that
-//! pipelines without reading its answers waits for itself, nobody else does); a partial request
+//! pipelines without reading its answers waits for itself, nobody else does); at most
+//! [`MAX_ANSWERS_PER_TURN`] requests of one connection per turn (the rest next turn); a partial request
 //! older than `server.request_timeout_ms` gets 408 and is closed; a connection idle for
 //! `server.idle_timeout_ms` is closed; past `server.max_connections` new connections are closed
 //! at once. After a malformed request the connection is answered and closed (HTTP/1.1 framing
 //! cannot be trusted after it).
 //!
-//! Sockets are edge-triggered (mio on epoll): every readiness is drained until `WouldBlock`,
-//! and a connection that stopped reading early is put on a list to be read again once it can.
+//! Sockets are edge-triggered (mio on epoll): a readable connection is read until a short read
+//! (on Linux every arrival raises a new edge, so no extra `read` for `WouldBlock` is needed),
+//! and a connection that stopped early at a bound is put on a list to be served again next turn.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
