@@ -994,6 +994,23 @@ def test_long_pipeline_is_answered_completely(server):
     assert positions == list(range(count))
 
 
+def test_half_closed_pipeline_is_answered_completely(server):
+    """A client that pipelines more than a turn's worth and then shuts its sending side gets every answer."""
+    import socket as socket_module
+
+    count = 600
+    requests = b"".join(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" for _ in range(count))
+    sock = raw_connect(server.port)
+    try:
+        sock.sendall(requests)
+        sock.shutdown(socket_module.SHUT_WR)
+        reader = RawReader(sock)
+        statuses = [reader.response().status for _ in range(count)]
+    finally:
+        sock.close()
+    assert statuses == [200] * count
+
+
 def test_head_is_answered_like_get_without_body(server):
     """HEAD is accepted wherever GET is: same status and length, no body."""
     conn = server.connection()

@@ -218,6 +218,16 @@ pub struct PendingDispatch<'a> {
 }
 
 impl PendingDispatch<'_> {
+    /// How many events wait.
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Whether no event waits.
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
     /// Hands the events to the handlers (publishes their ring slots).
     pub fn dispatch(mut self) {
         if let Some(mut claim) = self.claim.take() {

@@ -106,18 +106,31 @@ struct Answer {
     version: Version,
     keep_alive: bool,
     head: bool,
-    /// Appended under a deferred fsync: replaced by an error if that fsync fails.
-    deferred: bool,
+    /// For an append: which of the turn's settles makes it durable (its answer becomes an error
+    /// if that settle's fsync fails).
+    settle: Option<u32>,
 }
+
+/// Events a turn may append before it settles them mid-turn (their ring slots stay claimed
+/// until they are dispatched, so a turn must not hold too many).
+const MAX_PENDING_EVENTS: usize = 4096;
 
 /// What a turn appended and has not yet made durable.
 struct Turn<'a> {
     pending: Vec<PendingDispatch<'a>>,
-    sync_failed: Option<String>,
+    pending_events: usize,
+    /// Settles done so far in this turn (the next one's number).
+    settles: u32,
+    /// The first settle whose fsync failed, and why: its appends and later ones are not acknowledged.
+    failed: Option<(u32, String)>,
 }
 
 impl<'a> Turn<'a> {
-    /// Makes the turn's appends durable and dispatches them.
+    fn new() -> Self {
+        Turn { pending: Vec::new(), pending_events: 0, settles: 0, failed: None }
+    }
+
+    /// Makes the turn's appends so far durable and dispatches them.
     fn settle(&mut self, system: &'a System) {
         if self.pending.is_empty() {
             return;
@@ -126,10 +139,17 @@ impl<'a> Turn<'a> {
             Ok(()) => self.pending.drain(..).for_each(PendingDispatch::dispatch),
             Err(error) => {
                 eprintln!("herald: fsync failed, appends of this turn are not acknowledged: {error}");
-                self.sync_failed = Some(error.to_string());
+                self.failed.get_or_insert((self.settles, error.to_string()));
                 self.pending.clear();
             }
         }
+        self.pending_events = 0;
+        self.settles += 1;
+    }
+
+    /// Why the append settled by settle number `settle` was not made durable, if it was not.
+    fn failure_for(&self, settle: u32) -> Option<&str> {
+        self.failed.as_ref().filter(|(first, _)| *first <= settle).map(|(_, cause)| cause.as_str())
     }
 }
 
@@ -194,7 +214,7 @@ impl Reactor {
                 }
             }
             let shutting_down = shutdown_deadline.is_some();
-            let mut turn = Turn { pending: Vec::new(), sync_failed: None };
+            let mut turn = Turn::new();
             // (token, whether to read it): connections left unread last turn, and this turn's.
             let mut touched: Vec<(Token, bool)> = self.unread.drain(..).map(|token| (token, true)).collect();
             for event in events.iter() {
@@ -225,7 +245,7 @@ impl Reactor {
             turn.settle(&system);
             for &(token, _) in &touched {
                 let Some(connection) = self.connections.get_mut(&token) else { continue };
-                connection.serialize(turn.sync_failed.as_deref());
+                connection.serialize(&turn);
                 if connection.flush() {
                     self.close(token);
                 } else if connection.blocked() && connection.unsent() < MAX_UNSENT_BYTES {
@@ -303,14 +323,8 @@ impl Reactor {
                     connection.partial_since = None;
                     connection.closing = true;
                     let version = Version::Http11;
-                    connection.answers.push(Answer {
-                        response,
-                        version,
-                        keep_alive: false,
-                        head: false,
-                        deferred: false,
-                    });
-                    connection.serialize(None);
+                    connection.answers.push(Answer { response, version, keep_alive: false, head: false, settle: None });
+                    connection.serialize(&Turn::new());
                     if connection.flush() {
                         expired.push(token);
                     }
@@ -443,12 +457,16 @@ impl Connection {
                         turn.settle(system);
                     }
                     let answer = match api::handle(system, &request, shutting_down) {
-                        Reply::Now(response) => Answer { response, version, keep_alive, head, deferred: false },
+                        Reply::Now(response) => Answer { response, version, keep_alive, head, settle: None },
                         Reply::AfterSync(response, pending) => {
+                            turn.pending_events += pending.len();
                             turn.pending.push(pending);
-                            Answer { response, version, keep_alive, head, deferred: true }
+                            Answer { response, version, keep_alive, head, settle: Some(turn.settles) }
                         }
                     };
+                    if turn.pending_events >= MAX_PENDING_EVENTS {
+                        turn.settle(system);
+                    }
                     if !keep_alive {
                         self.closing = true;
                     }
@@ -457,7 +475,7 @@ impl Connection {
                 Err(error) => {
                     let response = error.to_response();
                     let version = Version::Http11;
-                    self.answers.push(Answer { response, version, keep_alive: false, head: false, deferred: false });
+                    self.answers.push(Answer { response, version, keep_alive: false, head: false, settle: None });
                     self.closing = true;
                     consumed_total = self.input.len();
                 }
@@ -467,15 +485,15 @@ impl Connection {
         self.partial_since = if self.input.is_empty() { None } else { self.partial_since.or(Some(Instant::now())) };
     }
 
-    /// Turns the answers into bytes; deferred ones become errors if their fsync failed.
-    fn serialize(&mut self, sync_failed: Option<&str>) {
+    /// Turns the answers into bytes; an append's becomes an error if its settle's fsync failed.
+    fn serialize(&mut self, turn: &Turn<'_>) {
         if self.sent == self.output.len() {
             self.output.clear();
             self.sent = 0;
         }
         for answer in self.answers.drain(..) {
-            let response = match (answer.deferred, sync_failed) {
-                (true, Some(cause)) => Response::error(
+            let response = match answer.settle.and_then(|settle| turn.failure_for(settle)) {
+                Some(cause) => Response::error(
                     500,
                     "internal_error",
                     &format!("the events could not be made durable, nothing is acknowledged: {cause}"),
@@ -501,8 +519,8 @@ impl Connection {
         }
         self.output.clear();
         self.sent = 0;
-        // Once the peer closed, what is left in `input` can never complete: every complete
-        // request was answered above, so the connection is done.
-        self.closing || self.peer_closed
+        // Once the peer closed, what is left in `input` can never complete: once every complete
+        // request is answered (none left over at a per-turn bound), the connection is done.
+        self.closing || (self.peer_closed && !self.answer_blocked)
     }
 }
