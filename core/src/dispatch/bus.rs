@@ -213,25 +213,29 @@ impl BusBuilder {
 /// Appended events waiting to be dispatched (see [`EventBus::publish_batch_deferred`]).
 #[must_use = "dropping it leaves the events undispatched"]
 pub struct PendingDispatch<'a> {
+    /// The ring slots of the events, claimed at their positions (sequence = position).
     claim: Option<Claim<'a, u64>>,
-    positions: Vec<u64>,
+    count: usize,
 }
 
 impl PendingDispatch<'_> {
+    const NONE: PendingDispatch<'static> = PendingDispatch { claim: None, count: 0 };
+
     /// How many events wait.
     pub fn len(&self) -> usize {
-        self.positions.len()
+        self.count
     }
 
     /// Whether no event waits.
     pub fn is_empty(&self) -> bool {
-        self.positions.is_empty()
+        self.count == 0
     }
 
     /// Hands the events to the handlers (publishes their ring slots).
     pub fn dispatch(mut self) {
         if let Some(mut claim) = self.claim.take() {
-            for &position in &self.positions {
+            let first = claim.start();
+            for position in first..first + self.count as u64 {
                 claim.write(position);
             }
         }
@@ -322,11 +326,10 @@ impl EventBus {
         drafts.iter_mut().for_each(context::apply);
         match &inner.producer {
             Some(producer) => inner.publish_through_ring(producer, drafts, true),
-            None if inner.metrics.is_empty() => Ok((
-                inner.publish_without_handlers(drafts, true)?,
-                PendingDispatch { claim: None, positions: Vec::new() },
-            )),
-            None => Ok((inner.publish_synchronously(drafts)?, PendingDispatch { claim: None, positions: Vec::new() })),
+            None if inner.metrics.is_empty() => {
+                Ok((inner.publish_without_handlers(drafts, true)?, PendingDispatch::NONE))
+            }
+            None => Ok((inner.publish_synchronously(drafts)?, PendingDispatch::NONE)),
         }
     }
 
@@ -425,10 +428,10 @@ impl Inner {
         match result {
             Ok(AppendOutcome::Appended(appended)) => {
                 self.published.fetch_add(appended.len() as u64, Ordering::Relaxed);
-                let positions = appended.iter().map(|event| event.position).collect();
-                Ok((AppendOutcome::Appended(appended), PendingDispatch { claim, positions }))
+                let count = appended.len();
+                Ok((AppendOutcome::Appended(appended), PendingDispatch { claim, count }))
             }
-            Ok(retry) => Ok((retry, PendingDispatch { claim: None, positions: Vec::new() })),
+            Ok(retry) => Ok((retry, PendingDispatch::NONE)),
             Err(error) => match refused {
                 Some(ClaimError::Full) => {
                     self.overloaded.fetch_add(1, Ordering::Relaxed);

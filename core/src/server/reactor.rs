@@ -441,7 +441,7 @@ impl Connection {
                     if expect_continue && !self.continued {
                         // The client waits for this before it sends the body (curl does).
                         self.continued = true;
-                        self.interim.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        self.interim.extend_from_slice(http::CONTINUE_RESPONSE);
                     }
                     break;
                 }
