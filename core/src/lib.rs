@@ -7,12 +7,14 @@
 //! - [`store`]: the append-only log, its indexes, snapshots, recovery and retention.
 //! - [`routing`]: routing keys and AMQP-topic patterns, one matcher for every subscriber.
 //! - [`dispatch`]: the lock-free ring and the domain event bus.
-//! - [`system`]: the unified system (store + dispatch), presets and the config file.
+//! - [`integration`]: integration events, webhook endpoints, the durable outbox and delivery.
+//! - [`system`]: the unified system (store, dispatch, webhooks, bridges), presets and config.
 //! - [`server`]: the HTTP front on a mio reactor; the `herald` binary serves it.
 #![deny(unsafe_code)]
 
 pub mod dispatch;
 pub mod event;
+pub mod integration;
 pub mod metrics;
 pub mod routing;
 pub mod server;

@@ -137,7 +137,7 @@ fn serve(
             log(level, Level::Warn, "stopped: events synced, but dispatch did not drain within the timeout");
             ExitCode::SUCCESS
         }
-        Err(error) => fail(format!("the final fsync failed: {error}")),
+        Err(error) => fail(format!("shutdown failed: {error}")),
     }
 }
 

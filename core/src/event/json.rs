@@ -40,6 +40,9 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> Serialize for MetadataJ
 impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> Serialize for EventJson<'a, M> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let data: &RawValue = serde_json::from_slice(self.data).map_err(S::Error::custom)?;
+        if self.kind == EventKind::Integration {
+            return self.serialize_integration(serializer, data);
+        }
         let mut event = serializer.serialize_struct("Event", 11)?;
         event.serialize_field("kind", self.kind.as_str())?;
         event.serialize_field("id", &self.id)?;
@@ -52,6 +55,35 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> Serialize for EventJson
         event.serialize_field("causation_id", &self.causation_id)?;
         event.serialize_field("metadata", &MetadataJson(self.metadata.clone()))?;
         event.serialize_field("data", data)?;
+        event.end()
+    }
+}
+
+impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> EventJson<'a, M> {
+    /// The spec's integration shape: `{"kind", "id", "position", "timestamp", "routing_key",
+    /// "version", "source", "data", "correlation_id", "causation_id"}`, with `version` and
+    /// `source` from the record's metadata (see `integration::event`).
+    fn serialize_integration<S: Serializer>(&self, serializer: S, data: &RawValue) -> Result<S::Ok, S::Error> {
+        let (mut version, mut source) = ("", "{}");
+        for (key, value) in self.metadata.clone() {
+            match key {
+                "version" => version = value,
+                "source" => source = value,
+                _ => {}
+            }
+        }
+        let source: &RawValue = serde_json::from_str(source).map_err(S::Error::custom)?;
+        let mut event = serializer.serialize_struct("IntegrationEvent", 10)?;
+        event.serialize_field("kind", self.kind.as_str())?;
+        event.serialize_field("id", &self.id)?;
+        event.serialize_field("position", &self.position)?;
+        event.serialize_field("timestamp", &format_rfc3339_micros(self.timestamp_ns))?;
+        event.serialize_field("routing_key", self.event_type)?;
+        event.serialize_field("version", version)?;
+        event.serialize_field("source", source)?;
+        event.serialize_field("data", data)?;
+        event.serialize_field("correlation_id", &self.correlation_id)?;
+        event.serialize_field("causation_id", &self.causation_id)?;
         event.end()
     }
 }

@@ -18,12 +18,14 @@ use serde_json::value::RawValue;
 
 use super::http::{Method, Request, Response};
 use super::prometheus;
+use super::webhooks;
 use crate::dispatch::{BusError, PendingDispatch};
 use crate::event::time::{format_rfc3339_micros, parse_rfc3339};
 use crate::event::DraftJson;
 use crate::event::{EventDraft, EventKind, ValidationError};
 use crate::store::{AppendOutcome, EventView, ReadQuery, StoreError};
-use crate::system::System;
+use crate::integration::IntegrationEvent;
+use crate::system::{System, SystemError};
 
 /// Most events one read returns (`limit` is clamped to it).
 pub const MAX_READ_LIMIT: usize = 10_000;
@@ -75,6 +77,15 @@ pub fn handle<'a>(system: &'a System, request: &Request, shutting_down: bool) ->
             _ if is_read => Reply::Now(read_events(system, request)),
             _ => Reply::Now(not_allowed("GET, POST")),
         },
+        "integration-events" => match method {
+            Method::Post => publish_integration(system, request),
+            _ => Reply::Now(not_allowed("POST")),
+        },
+        "webhooks" => Reply::Now(match method {
+            Method::Post => webhooks::create(system, request),
+            _ if is_read => webhooks::list(system),
+            _ => not_allowed("GET, POST"),
+        }),
         "metrics" if is_read => Reply::Now(json_response(200, &system.metrics_json())),
         "metrics" => Reply::Now(not_allowed("GET")),
         _ => {
@@ -90,6 +101,9 @@ pub fn handle<'a>(system: &'a System, request: &Request, shutting_down: bool) ->
                     _ if is_read => load_snapshot(system, aggregate_id),
                     _ => not_allowed("GET, PUT"),
                 });
+            }
+            if let Some(rest) = rest.strip_prefix("webhooks/").filter(|id| !id.is_empty()) {
+                return Reply::Now(webhooks::route(system, request, rest, is_read));
             }
             Reply::Now(not_found(path))
         }
@@ -192,6 +206,30 @@ fn append<'a>(system: &'a System, request: &Request) -> Reply<'a> {
             Reply::AfterSync(json_response(status, &json!({ "events": events })), pending)
         }
         Err(error) => Reply::Now(bus_error(&error)),
+    }
+}
+
+fn publish_integration<'a>(system: &'a System, request: &Request) -> Reply<'a> {
+    let event = match IntegrationEvent::from_json(&request.body) {
+        Ok(event) => event,
+        Err(error) => return Reply::Now(invalid_request(&error, None)),
+    };
+    match system.publish_integration_deferred(event) {
+        Ok((outcome, pending)) => {
+            let status = match outcome {
+                AppendOutcome::Appended(_) => 202,
+                AppendOutcome::AlreadyAppended(_) => 200,
+            };
+            match outcome.events().first() {
+                Some(event) => {
+                    Reply::AfterSync(json_response(status, &json!({"id": event.id, "position": event.position})), pending)
+                }
+                None => Reply::Now(Response::error(500, "internal_error", "the store returned no result")),
+            }
+        }
+        Err(SystemError::Bus(error)) => Reply::Now(bus_error(&error)),
+        Err(SystemError::Store(error)) => Reply::Now(store_error(&error)),
+        Err(other) => Reply::Now(Response::error(500, "internal_error", &other.to_string())),
     }
 }
 
@@ -381,14 +419,14 @@ fn prometheus_response(system: &System) -> Response {
 // ---------------------------------------------------------------------------------------------
 // Errors and helpers
 
-fn json_response(status: u16, value: &serde_json::Value) -> Response {
+pub(super) fn json_response(status: u16, value: &serde_json::Value) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => Response::json(status, body),
         Err(error) => Response::error(500, "internal_error", &error.to_string()),
     }
 }
 
-fn with_extra(status: u16, code: &str, message: &str, extra: serde_json::Value) -> Response {
+pub(super) fn with_extra(status: u16, code: &str, message: &str, extra: serde_json::Value) -> Response {
     let mut error = json!({"code": code, "message": message});
     if let (Some(error), serde_json::Value::Object(extra)) = (error.as_object_mut(), extra) {
         error.extend(extra);
@@ -396,7 +434,7 @@ fn with_extra(status: u16, code: &str, message: &str, extra: serde_json::Value) 
     json_response(status, &json!({ "error": error }))
 }
 
-fn invalid_request(error: &ValidationError, index: Option<usize>) -> Response {
+pub(super) fn invalid_request(error: &ValidationError, index: Option<usize>) -> Response {
     let field = match index {
         Some(index) => format!("events[{index}].{}", error.field),
         None => error.field.to_string(),
@@ -408,20 +446,20 @@ fn invalid_request(error: &ValidationError, index: Option<usize>) -> Response {
     with_extra(400, "invalid_request", &message, json!({ "field": field }))
 }
 
-fn bad_field(field: &str, message: &str) -> Response {
+pub(super) fn bad_field(field: &str, message: &str) -> Response {
     with_extra(400, "invalid_request", &format!("{field} {message}"), json!({ "field": field }))
 }
 
-fn bad_parameter(name: &str, message: &str) -> Response {
+pub(super) fn bad_parameter(name: &str, message: &str) -> Response {
     with_extra(400, "invalid_request", &format!("query parameter {name}: {message}"), json!({ "parameter": name }))
 }
 
-fn number(name: &str, value: &str) -> Result<u64, Response> {
+pub(super) fn number(name: &str, value: &str) -> Result<u64, Response> {
     value.parse().map_err(|_| bad_parameter(name, &format!("`{value}` is not a non-negative integer")))
 }
 
 /// A `limit`: at least 1, clamped to `max`.
-fn limit(value: &str, max: usize) -> Result<usize, Response> {
+pub(super) fn limit(value: &str, max: usize) -> Result<usize, Response> {
     match value.parse::<u64>() {
         Ok(0) | Err(_) => Err(bad_parameter("limit", &format!("`{value}` is not a positive integer"))),
         Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX).min(max)),
@@ -432,7 +470,7 @@ fn not_found(path: &str) -> Response {
     Response::error(404, "not_found", &format!("no such endpoint: {path}"))
 }
 
-fn not_allowed(allow: &str) -> Response {
+pub(super) fn not_allowed(allow: &str) -> Response {
     Response::error(405, "method_not_allowed", &format!("allowed methods: {allow}")).with_header("allow", allow)
 }
 

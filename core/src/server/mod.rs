@@ -19,6 +19,7 @@ pub mod http;
 
 mod api;
 mod prometheus;
+mod webhooks;
 mod reactor;
 
 use std::net::SocketAddr;

@@ -40,8 +40,10 @@ impl Snapshot {
     fn of(system: &System) -> Snapshot {
         let bus = system.bus_metrics();
         let store = system.store_metrics();
+        let webhooks = system.webhook_metrics();
+        let domain_published = bus.published.saturating_sub(webhooks.published);
         let counters = vec![
-            ("herald_domain_events_published", "Domain events published (appended and dispatched).", bus.published),
+            ("herald_domain_events_published", "Domain events published (appended and dispatched).", domain_published),
             ("herald_domain_events_handled", "Domain events handled successfully, over all handlers.", bus.handled),
             ("herald_domain_events_failed", "Domain event handlings that failed after their retries.", bus.failed),
             (
@@ -49,9 +51,10 @@ impl Snapshot {
                 "Publishes refused because the dispatch ring was full.",
                 bus.overloaded,
             ),
-            ("herald_integration_events_published", "Integration events published.", 0),
-            ("herald_webhooks_delivered", "Webhook messages delivered.", 0),
-            ("herald_webhooks_failed", "Webhook messages that failed for good.", 0),
+            ("herald_integration_events_published", "Integration events published.", webhooks.published),
+            ("herald_webhooks_delivered", "Webhook messages delivered (a 2xx answer).", webhooks.delivered),
+            ("herald_webhooks_failed", "Webhook messages whose attempts ran out.", webhooks.failed),
+            ("herald_webhook_retries", "Webhook retries scheduled.", webhooks.retried),
             ("herald_websocket_events_broadcast", "WebSocket events broadcast.", 0),
             ("herald_websocket_events_delivered", "WebSocket frames delivered to connections.", 0),
             ("herald_event_store_events", "Records appended to the log over its life.", store.total_events),
@@ -64,6 +67,8 @@ impl Snapshot {
                 store.storage_bytes as f64,
             ),
             ("herald_websocket_connections", "Open WebSocket connections.", 0.0),
+            ("herald_webhooks_pending", "Webhook deliveries waiting to be delivered.", webhooks.pending as f64),
+            ("herald_webhook_endpoints", "Registered webhook endpoints.", webhooks.endpoints as f64),
             (
                 "herald_domain_average_handling_time_ms",
                 "Average handling time over all handlers, in milliseconds.",
@@ -79,6 +84,12 @@ impl Snapshot {
                 store.append_latency,
             ),
             ("herald_event_store_fsync_latency", "Fsyncs (one per group commit).", Vec::new(), store.fsync_latency),
+            (
+                "herald_webhook_delivery_latency",
+                "From an integration event's timestamp to its successful delivery, per delivery.",
+                Vec::new(),
+                webhooks.delivery_latency,
+            ),
         ];
         for handler in &bus.handlers {
             let labels =

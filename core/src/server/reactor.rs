@@ -136,7 +136,10 @@ impl<'a> Turn<'a> {
             return;
         }
         match system.sync_pending() {
-            Ok(()) => self.pending.drain(..).for_each(PendingDispatch::dispatch),
+            Ok(()) => {
+                self.pending.drain(..).for_each(PendingDispatch::dispatch);
+                system.after_sync();
+            }
             Err(error) => {
                 eprintln!("herald: fsync failed, appends of this turn are not acknowledged: {error}");
                 self.failed.get_or_insert((self.settles, error.to_string()));

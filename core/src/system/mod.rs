@@ -1,5 +1,6 @@
-//! The unified system: one store, the domain event bus on it, and (as they land) the integration
-//! and realtime parts, built from a preset or a config file ([`config`]).
+//! The unified system: one store, the domain event bus on it, the webhook service for
+//! integration events with the domain → integration bridge, and (as it lands) the realtime
+//! part, built from a preset or a config file ([`config`]).
 //!
 //! A [`System`] owns its parts and their threads; [`System::shutdown`] stops accepting, drains
 //! dispatch and makes every appended event durable. Nothing here does I/O on sockets: the server
@@ -15,13 +16,18 @@
 pub mod config;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::dispatch::{Backpressure, BusConfig, BusError, BusMetrics, EventBus, PendingDispatch, WaitStrategy};
+use crate::dispatch::{
+    Backpressure, BusConfig, BusError, BusMetrics, EventBus, PendingDispatch, Subscription, WaitStrategy,
+};
 use crate::event::EventDraft;
+use crate::integration::bridge::{IntegrationBridge, Rule};
+use crate::integration::{IntegrationError, IntegrationEvent, RetryPolicy, WebhookConfig, WebhookMetrics, Webhooks};
 use crate::store::{AppendOutcome, Durability, EventStore, Log, Retention, StoreConfig, StoreError, StoreMetrics};
 use config::{BackpressureMode, Config, ConfigError, FsyncPolicy, Preset, WaitMode};
 
@@ -34,9 +40,12 @@ pub enum SystemError {
     /// The store could not be opened (or failed later).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The bus could not be started.
+    /// The bus could not be started, or refused a publish.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The webhook service could not be started or refused a request.
+    #[error(transparent)]
+    Integration(#[from] IntegrationError),
 }
 
 /// Builds a [`System`] from a preset, a config file and single settings, in that precedence.
@@ -116,21 +125,48 @@ impl SystemBuilder {
 pub struct System {
     config: Config,
     store: Arc<dyn EventStore>,
-    bus: EventBus,
+    bus: Arc<EventBus>,
+    webhooks: Arc<Webhooks>,
+    /// Integration events were appended without being routed yet (see [`System::after_sync`]).
+    unrouted: AtomicBool,
     started: Instant,
 }
 
+/// What the bridge handler publishes through, set once the system is built.
+type BridgeTarget = Arc<OnceLock<(Weak<EventBus>, Weak<Webhooks>)>>;
+
+/// Name of the bridge's durable handler.
+const BRIDGE_HANDLER: &str = "herald-bridge-integration";
+
 impl System {
-    /// Opens the store and starts the bus as `config` says (which must be validated).
+    /// Opens the store, the webhook service and the bus as `config` says (which must be
+    /// validated).
     pub fn from_config(config: Config) -> Result<System, SystemError> {
         let store_config = store_config(&config);
-        let store: Arc<dyn EventStore> = if config.store.in_memory {
+        let in_memory = config.store.in_memory;
+        let store: Arc<dyn EventStore> = if in_memory {
             Arc::new(Log::in_memory(store_config)?)
         } else {
             Arc::new(Log::open(&config.server.data_dir, store_config)?)
         };
-        let bus = EventBus::builder(Arc::clone(&store), bus_config(&config)).build()?;
-        Ok(System { config, store, bus, started: Instant::now() })
+        let webhooks_dir = (!in_memory).then(|| config.server.data_dir.join("webhooks"));
+        let webhooks = Arc::new(Webhooks::start(
+            webhook_config(&config, store.syncs_before_ack()),
+            Arc::clone(&store),
+            webhooks_dir.as_deref(),
+        )?);
+        let mut bus_config = bus_config(&config);
+        if !in_memory {
+            bus_config.checkpoint_dir = Some(config.server.data_dir.join("checkpoints"));
+        }
+        let mut builder = EventBus::builder(Arc::clone(&store), bus_config);
+        let target: BridgeTarget = Arc::new(OnceLock::new());
+        if !config.bridge.integration.is_empty() {
+            builder = builder.subscribe(bridge_subscription(&config, Arc::clone(&target))?);
+        }
+        let bus = Arc::new(builder.build()?);
+        let _ = target.set((Arc::downgrade(&bus), Arc::downgrade(&webhooks)));
+        Ok(System { config, store, bus, webhooks, unrouted: AtomicBool::new(false), started: Instant::now() })
     }
 
     /// The configuration it runs with.
@@ -174,6 +210,62 @@ impl System {
         }
     }
 
+    /// The webhook service.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
+    }
+
+    /// Publishes an integration event: appends it (durable per the durability setting), then
+    /// routes it to the matching webhook endpoints' outbox. Re-publishing a stored id appends
+    /// nothing and answers the original position.
+    pub fn publish_integration(&self, event: IntegrationEvent) -> Result<AppendOutcome, SystemError> {
+        event.validate().map_err(|error| SystemError::Store(StoreError::Invalid(error)))?;
+        let outcome = self.bus.publish_batch(vec![event.to_draft()])?;
+        self.routed(&outcome);
+        Ok(outcome)
+    }
+
+    /// [`System::publish_integration`] for the server's group commit: the caller calls
+    /// [`System::sync_pending`], dispatches, then [`System::after_sync`] (which routes) before
+    /// answering.
+    pub fn publish_integration_deferred(
+        &self,
+        event: IntegrationEvent,
+    ) -> Result<(AppendOutcome, PendingDispatch<'_>), SystemError> {
+        event.validate().map_err(|error| SystemError::Store(StoreError::Invalid(error)))?;
+        let (outcome, pending) = self.bus.publish_batch_deferred(vec![event.to_draft()])?;
+        if let AppendOutcome::Appended(events) = &outcome {
+            self.webhooks.note_published(events.len() as u64);
+            self.unrouted.store(true, Ordering::Release);
+        }
+        Ok((outcome, pending))
+    }
+
+    /// Work due once deferred appends are durable: routes integration events appended since.
+    pub fn after_sync(&self) {
+        if self.unrouted.swap(false, Ordering::AcqRel) {
+            if let Err(error) = self.webhooks.route() {
+                eprintln!("herald: webhook routing deferred: {error}");
+                self.webhooks.route_later();
+            }
+        }
+    }
+
+    fn routed(&self, outcome: &AppendOutcome) {
+        if let AppendOutcome::Appended(events) = outcome {
+            self.webhooks.note_published(events.len() as u64);
+        }
+        if let Err(error) = self.webhooks.route() {
+            eprintln!("herald: webhook routing deferred: {error}");
+            self.webhooks.route_later();
+        }
+    }
+
+    /// Webhook counters and latency.
+    pub fn webhook_metrics(&self) -> WebhookMetrics {
+        self.webhooks.metrics()
+    }
+
     /// Domain-bus counters.
     pub fn bus_metrics(&self) -> BusMetrics {
         self.bus.metrics()
@@ -184,19 +276,26 @@ impl System {
         self.store.metrics()
     }
 
-    /// The metrics in the spec's JSON shape (`GET /v1/metrics`). The integration and WebSocket
-    /// parts do not exist yet, so their counters are zero.
+    /// The metrics in the spec's JSON shape (`GET /v1/metrics`), with the webhook retry and
+    /// pending counts added. The WebSocket part does not exist yet, so its counters are zero.
     pub fn metrics_json(&self) -> serde_json::Value {
         let bus = self.bus_metrics();
         let store = self.store_metrics();
+        let webhooks = self.webhook_metrics();
         json!({
             "domain_events": {
-                "published": bus.published,
+                "published": bus.published.saturating_sub(webhooks.published),
                 "handled": bus.handled,
                 "failed": bus.failed,
                 "average_handling_time_ms": bus.average_handling_time_ms,
             },
-            "integration_events": {"published": 0, "webhooks_delivered": 0, "webhooks_failed": 0},
+            "integration_events": {
+                "published": webhooks.published,
+                "webhooks_delivered": webhooks.delivered,
+                "webhooks_failed": webhooks.failed,
+                "webhooks_retried": webhooks.retried,
+                "webhooks_pending": webhooks.pending,
+            },
             "websocket_events": {"broadcast": 0, "delivered": 0, "connections": 0},
             "event_store": {
                 "total_events": store.total_events,
@@ -206,10 +305,12 @@ impl System {
         })
     }
 
-    /// Stops accepting publishes, lets dispatch drain within `timeout`, and makes everything
-    /// appended durable. Returns whether dispatch drained in time.
-    pub fn shutdown(&self, timeout: Duration) -> Result<bool, StoreError> {
+    /// Stops accepting publishes, lets dispatch drain within `timeout`, stops webhook delivery
+    /// with its state journaled, and makes everything appended durable. Returns whether
+    /// dispatch drained in time.
+    pub fn shutdown(&self, timeout: Duration) -> Result<bool, SystemError> {
         let drained = self.bus.shutdown(timeout);
+        self.webhooks.shutdown(timeout)?;
         self.store.sync()?;
         Ok(drained)
     }
@@ -230,6 +331,50 @@ fn store_config(config: &Config) -> StoreConfig {
         },
         checkpoint_every_events: store.checkpoint_every_events,
     }
+}
+
+fn webhook_config(config: &Config, sync_routing: bool) -> WebhookConfig {
+    let webhooks = &config.webhooks;
+    WebhookConfig {
+        retry: RetryPolicy {
+            retry_attempts: webhooks.retry_attempts,
+            retry_delay: Duration::from_millis(webhooks.retry_delay_ms),
+            max_retry_delay: Duration::from_millis(webhooks.max_retry_delay_ms),
+        },
+        timeout: Duration::from_millis(webhooks.timeout_ms),
+        workers: webhooks.workers,
+        allow_private_networks: webhooks.allow_private_networks,
+        max_in_flight_per_endpoint: webhooks.max_in_flight_per_endpoint,
+        sync_routing,
+    }
+}
+
+/// The durable handler that runs the `[[bridge.integration]]` rules on domain events.
+fn bridge_subscription(config: &Config, target: BridgeTarget) -> Result<Subscription, SystemError> {
+    let rules = config
+        .bridge
+        .integration
+        .iter()
+        .map(|rule| Rule { pattern: rule.pattern.clone(), version: rule.version.clone() })
+        .collect();
+    let bridge = IntegrationBridge::new(rules).map_err(|error| BusError::Config(error.to_string()))?;
+    let subscription = Subscription::all(BRIDGE_HANDLER, move |view| {
+        let events = bridge.translate(view);
+        if events.is_empty() {
+            return Ok(());
+        }
+        let Some((bus, webhooks)) = target.get() else { return Err("the system is not built yet".into()) };
+        let (Some(bus), Some(webhooks)) = (bus.upgrade(), webhooks.upgrade()) else {
+            return Err("the system is shutting down".into());
+        };
+        let drafts = events.iter().map(IntegrationEvent::to_draft).collect();
+        if let AppendOutcome::Appended(appended) = bus.publish_batch(drafts)? {
+            webhooks.note_published(appended.len() as u64);
+        }
+        webhooks.route()?;
+        Ok(())
+    });
+    Ok(subscription.group(BRIDGE_HANDLER).durable())
 }
 
 fn bus_config(config: &Config) -> BusConfig {

@@ -1,0 +1,547 @@
+//! Integration events and their webhook delivery: the [`IntegrationEvent`], the endpoint
+//! registry, the durable outbox, delivery workers on ureq, Standard Webhooks signing, the SSRF
+//! guard, and the domain → integration bridge.
+//!
+//! The flow: an integration event is appended to the log like any record; [`Webhooks::route`]
+//! (called after the append is durable, before the publisher is answered) reads the log's new
+//! integration events in position order and records one delivery per matching enabled
+//! endpoint in the outbox journal. The log is the outbox's write-ahead log: routing resumes
+//! after a crash from the journaled watermark, so an acknowledged event is never left
+//! unrouted. A scheduler thread moves due deliveries to the workers; attempts and their
+//! outcomes are journaled; waiting retries sit in a timer heap, not in sleeping threads.
+//!
+//! Isolation: an endpoint has at most `max_in_flight_per_endpoint` attempts in flight; an
+//! endpoint whose last attempt failed gets one at a time, on a separate slow lane of workers,
+//! so a dead or hanging endpoint never takes the workers the healthy ones use.
+//!
+//! Delivery is at-least-once with a stable `webhook-id` (the event id): a crash between an
+//! attempt and its journal record repeats the attempt.
+
+pub mod bridge;
+pub mod delivery;
+pub mod endpoint;
+pub mod event;
+pub mod journal;
+pub mod outbox;
+pub mod signing;
+pub mod ssrf;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use hdrhistogram::Histogram;
+use parking_lot::{Condvar, Mutex};
+
+pub use delivery::RetryPolicy;
+pub use endpoint::{Endpoint, EndpointChange, EndpointDraft};
+pub use event::IntegrationEvent;
+pub use journal::Status;
+
+use delivery::{Answer, Job};
+use journal::{Journal, JournalError, Record};
+use outbox::{RouteError, State};
+use crate::event::{Uuid, ValidationError};
+use crate::metrics::{latency_histogram, LatencySummary};
+use crate::store::EventStore;
+
+/// Compact the journal once it is this large and at least twice its last compacted size.
+const COMPACT_AT_BYTES: u64 = 64 * 1024 * 1024;
+/// Most deliveries one list returns.
+pub const MAX_LIST_LIMIT: usize = 1_000;
+
+/// The integration layer's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrationError {
+    /// A request field breaks a rule (400).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// No such endpoint or delivery (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The operation does not apply in the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The journal could not be read or written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Routing could not read the log.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// A worker thread could not be started.
+    #[error("cannot start a webhook thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Webhook settings (the `[webhooks]` config section).
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    pub retry: RetryPolicy,
+    /// Bound on one attempt, connect to last byte.
+    pub timeout: Duration,
+    /// Workers for healthy endpoints (the slow lane gets half as many, at least one).
+    pub workers: usize,
+    pub allow_private_networks: bool,
+    pub max_in_flight_per_endpoint: usize,
+    /// Fsync the journal after routing (the store's `Always` durability).
+    pub sync_routing: bool,
+}
+
+/// Counters and the delivery latency, for both metrics endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookMetrics {
+    /// Integration events published.
+    pub published: u64,
+    /// Messages delivered (a 2xx answer).
+    pub delivered: u64,
+    /// Messages whose attempts ran out.
+    pub failed: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Deliveries pending now.
+    pub pending: u64,
+    /// Registered endpoints.
+    pub endpoints: u64,
+    /// From the event's timestamp to its successful delivery.
+    pub delivery_latency: LatencySummary,
+}
+
+/// One delivery as the API lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryInfo {
+    pub message_id: Uuid,
+    pub routing_key: String,
+    pub status: Status,
+    pub attempts: u32,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub next_attempt_ns: Option<u64>,
+    pub position: u64,
+}
+
+struct Shared {
+    config: WebhookConfig,
+    store: Arc<dyn EventStore>,
+    state: Mutex<State>,
+    /// Wakes the scheduler (with the state lock).
+    wake: Condvar,
+    /// Routing was asked for and not yet done.
+    route_wanted: AtomicBool,
+    stopping: AtomicBool,
+    published: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+    /// Last compacted journal size.
+    compacted_bytes: AtomicU64,
+}
+
+/// The webhook service: registry, outbox, scheduler and workers (see the module docs).
+pub struct Webhooks {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    lanes: Mutex<Option<(Sender<Job>, Sender<Job>)>>,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Webhooks {
+    /// Opens the journal in `dir` (in memory when `None`), rebuilds the outbox, routes what the
+    /// log holds beyond the watermark, and starts the scheduler and workers.
+    pub fn start(config: WebhookConfig, store: Arc<dyn EventStore>, dir: Option<&Path>) -> Result<Webhooks, IntegrationError> {
+        let (journal, records) = match dir {
+            Some(dir) => Journal::open(dir)?,
+            None => (Journal::in_memory(), Vec::new()),
+        };
+        let record_count = records.len();
+        let mut state = State::replay(journal, records);
+        let snapshot = state.snapshot();
+        if record_count > 2 * snapshot.len() + 1_000 {
+            state.journal.rewrite(&snapshot)?;
+        }
+        state.route(store.as_ref())?;
+        let compacted = state.journal.bytes();
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            store,
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            route_wanted: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            published: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            latency: Mutex::new(latency_histogram()),
+            compacted_bytes: AtomicU64::new(compacted),
+        });
+        let (fast_tx, fast_rx) = crossbeam_channel::unbounded::<Job>();
+        let (slow_tx, slow_rx) = crossbeam_channel::unbounded::<Job>();
+        let mut threads = Vec::new();
+        let spawn = |name: String, run: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name).spawn(run).map_err(IntegrationError::Thread)
+        };
+        let slow_workers = (config.workers / 2).max(1);
+        for (lane, count, rx) in [("fast", config.workers, &fast_rx), ("slow", slow_workers, &slow_rx)] {
+            for index in 0..count {
+                let shared = Arc::clone(&shared);
+                let rx = rx.clone();
+                threads.push(spawn(format!("herald-webhook-{lane}-{index}"), Box::new(move || work(&shared, &rx)))?);
+            }
+        }
+        {
+            let shared = Arc::clone(&shared);
+            let (fast, slow) = (fast_tx.clone(), slow_tx.clone());
+            threads.push(spawn("herald-webhook-scheduler".into(), Box::new(move || schedule(&shared, &fast, &slow)))?);
+        }
+        Ok(Webhooks { shared, threads: Mutex::new(threads), lanes: Mutex::new(Some((fast_tx, slow_tx))) })
+    }
+
+    /// Counts published integration events (the caller appended them).
+    pub fn note_published(&self, count: u64) {
+        self.shared.published.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Routes the log's new integration events now (call after their append is durable), and
+    /// makes the new deliveries durable per the store's durability.
+    pub fn route(&self) -> Result<usize, IntegrationError> {
+        let mut state = self.shared.state.lock();
+        let created = state.route(self.shared.store.as_ref())?;
+        if self.shared.config.sync_routing {
+            state.journal.sync()?;
+        }
+        drop(state);
+        if created > 0 {
+            self.shared.wake.notify_one();
+        }
+        Ok(created)
+    }
+
+    /// Asks the scheduler to route soon (when the caller cannot wait).
+    pub fn route_later(&self) {
+        self.shared.route_wanted.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+    }
+
+    /// Registers an endpoint. With private networks disallowed, an IP-literal or `localhost`
+    /// host in a refused range is refused here; other names are vetted at every attempt.
+    pub fn create(&self, draft: EndpointDraft) -> Result<Endpoint, IntegrationError> {
+        let endpoint = draft.into_endpoint(now_ns())?;
+        self.vet_url(&endpoint)?;
+        let mut state = self.shared.state.lock();
+        state.journal.append(&[Record::Endpoint(endpoint.clone())])?;
+        state.journal.sync()?;
+        state.put_endpoint(endpoint.clone());
+        state.rebuild_matcher();
+        Ok(endpoint)
+    }
+
+    fn vet_url(&self, endpoint: &Endpoint) -> Result<(), IntegrationError> {
+        if self.shared.config.allow_private_networks {
+            return Ok(());
+        }
+        let (host, port) = endpoint.host_and_port()?;
+        let literal = host.parse::<std::net::IpAddr>().is_ok();
+        let local_name = host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost");
+        if literal || local_name {
+            ssrf::vet(&host, port, false).map_err(|error| ValidationError::new("url", error.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Every endpoint, oldest first.
+    pub fn list(&self) -> Vec<Endpoint> {
+        self.shared.state.lock().endpoints.values().map(|e| e.endpoint.clone()).collect()
+    }
+
+    /// One endpoint.
+    pub fn get(&self, id: &str) -> Result<Endpoint, IntegrationError> {
+        let state = self.shared.state.lock();
+        state.endpoints.get(id).map(|e| e.endpoint.clone()).ok_or_else(|| not_found(id))
+    }
+
+    /// Changes an endpoint; re-enabling it resumes its pending deliveries.
+    pub fn update(&self, id: &str, change: EndpointChange) -> Result<Endpoint, IntegrationError> {
+        let mut updated = self.get(id)?;
+        updated.apply(change)?;
+        self.vet_url(&updated)?;
+        let mut state = self.shared.state.lock();
+        let Some(current) = state.endpoints.get(id) else { return Err(not_found(id)) };
+        let resumed = updated.enabled && !current.endpoint.enabled;
+        state.journal.append(&[Record::Endpoint(updated.clone())])?;
+        state.journal.sync()?;
+        state.put_endpoint(updated.clone());
+        state.rebuild_matcher();
+        if resumed {
+            if let Some(endpoint) = state.endpoints.get_mut(id) {
+                endpoint.healthy = true;
+            }
+            drop(state);
+            self.shared.wake.notify_one();
+        }
+        Ok(updated)
+    }
+
+    /// Removes an endpoint and its deliveries.
+    pub fn delete(&self, id: &str) -> Result<(), IntegrationError> {
+        let mut state = self.shared.state.lock();
+        if !state.endpoints.contains_key(id) {
+            return Err(not_found(id));
+        }
+        state.journal.append(&[Record::Removed { id: id.to_owned() }])?;
+        state.journal.sync()?;
+        state.remove_endpoint(id);
+        state.rebuild_matcher();
+        Ok(())
+    }
+
+    /// An endpoint's deliveries, newest first, optionally of one status.
+    pub fn deliveries(&self, id: &str, status: Option<Status>, limit: usize) -> Result<Vec<DeliveryInfo>, IntegrationError> {
+        let state = self.shared.state.lock();
+        let endpoint = state.endpoints.get(id).ok_or_else(|| not_found(id))?;
+        let mut list: Vec<DeliveryInfo> = endpoint
+            .deliveries
+            .values()
+            .filter(|d| status.is_none_or(|s| d.state.status == s))
+            .map(|d| DeliveryInfo {
+                message_id: d.state.message_id,
+                routing_key: d.message.routing_key.clone(),
+                status: d.state.status,
+                attempts: d.state.attempts,
+                last_status_code: d.state.last_status_code,
+                last_error: d.state.last_error.clone(),
+                next_attempt_ns: d.state.next_attempt_ns,
+                position: d.message.position,
+            })
+            .collect();
+        list.sort_by(|a, b| b.position.cmp(&a.position));
+        list.truncate(limit.clamp(1, MAX_LIST_LIMIT));
+        Ok(list)
+    }
+
+    /// Re-queues a failed delivery with a fresh retry budget.
+    pub fn retry(&self, id: &str, message_id: Uuid) -> Result<(), IntegrationError> {
+        let mut state = self.shared.state.lock();
+        let endpoint = state.endpoints.get_mut(id).ok_or_else(|| not_found(id))?;
+        let delivery = endpoint
+            .deliveries
+            .get_mut(&message_id)
+            .ok_or_else(|| IntegrationError::NotFound(format!("endpoint `{id}` has no delivery of message {message_id}")))?;
+        if delivery.state.status != Status::Failed {
+            return Err(IntegrationError::Conflict(format!(
+                "message {message_id} is {}, not failed; only failed deliveries can be retried",
+                delivery.state.status.as_str()
+            )));
+        }
+        delivery.state.status = Status::Pending;
+        delivery.state.budget_base = delivery.state.attempts;
+        delivery.state.next_attempt_ns = None;
+        let record = Record::Delivery(delivery.state.clone());
+        endpoint.ready.push_back(message_id);
+        state.pending += 1;
+        state.journal.append(&[record])?;
+        state.journal.sync()?;
+        drop(state);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Counters, gauges and the latency histogram.
+    pub fn metrics(&self) -> WebhookMetrics {
+        let shared = &self.shared;
+        let (pending, endpoints) = {
+            let state = shared.state.lock();
+            (state.pending as u64, state.endpoints.len() as u64)
+        };
+        WebhookMetrics {
+            published: shared.published.load(Ordering::Relaxed),
+            delivered: shared.delivered.load(Ordering::Relaxed),
+            failed: shared.failed.load(Ordering::Relaxed),
+            retried: shared.retried.load(Ordering::Relaxed),
+            pending,
+            endpoints,
+            delivery_latency: LatencySummary::of(&shared.latency.lock()),
+        }
+    }
+
+    /// Stops the scheduler and the workers (an attempt in flight finishes, bounded by the
+    /// attempt timeout, within `timeout`), then makes the journal durable.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), IntegrationError> {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.lanes.lock().take();
+        self.shared.wake.notify_all();
+        let deadline = Instant::now() + timeout;
+        let threads: Vec<JoinHandle<()>> = self.threads.lock().drain(..).collect();
+        for thread in threads {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+        self.shared.state.lock().journal.sync()?;
+        Ok(())
+    }
+}
+
+impl Drop for Webhooks {
+    fn drop(&mut self) {
+        let _ = self.shutdown(Duration::from_secs(1));
+    }
+}
+
+fn not_found(id: &str) -> IntegrationError {
+    IntegrationError::NotFound(format!("no webhook endpoint `{id}`"))
+}
+
+/// The scheduler: routes when asked, releases due timers, hands ready deliveries to the lanes
+/// within each endpoint's in-flight bound, compacts the journal, sleeps until the next timer.
+fn schedule(shared: &Shared, fast: &Sender<Job>, slow: &Sender<Job>) {
+    let mut state = shared.state.lock();
+    loop {
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        if shared.route_wanted.swap(false, Ordering::AcqRel) {
+            match state.route(shared.store.as_ref()) {
+                Ok(_) if shared.config.sync_routing => {
+                    if let Err(error) = state.journal.sync() {
+                        eprintln!("herald: webhook routing: {error}");
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => eprintln!("herald: webhook routing: {error}"),
+            }
+        }
+        let next_due = state.release_due(now_ns());
+        let max_in_flight = shared.config.max_in_flight_per_endpoint;
+        let mut jobs = Vec::new();
+        for (id, endpoint) in state.endpoints.iter_mut() {
+            if !endpoint.endpoint.enabled {
+                continue;
+            }
+            let bound = if endpoint.healthy { max_in_flight } else { 1 };
+            while endpoint.in_flight < bound {
+                let Some(message_id) = endpoint.ready.pop_front() else { break };
+                let Some(delivery) = endpoint.deliveries.get_mut(&message_id) else { continue };
+                if delivery.state.status != Status::Pending || delivery.in_flight {
+                    continue;
+                }
+                delivery.in_flight = true;
+                endpoint.in_flight += 1;
+                let job = Job {
+                    endpoint_id: id.clone(),
+                    url: endpoint.endpoint.url.clone(),
+                    key: Arc::clone(&endpoint.key),
+                    message: Arc::clone(&delivery.message),
+                };
+                jobs.push((endpoint.healthy, job));
+            }
+        }
+        for (healthy, job) in jobs {
+            // A send fails only when the workers are gone, i.e. while stopping.
+            let _ = if healthy { fast.send(job) } else { slow.send(job) };
+        }
+        let compact_at = COMPACT_AT_BYTES.max(2 * shared.compacted_bytes.load(Ordering::Relaxed));
+        if state.journal.bytes() > compact_at {
+            let snapshot = state.snapshot();
+            match state.journal.rewrite(&snapshot) {
+                Ok(()) => shared.compacted_bytes.store(state.journal.bytes(), Ordering::Relaxed),
+                Err(error) => eprintln!("herald: webhook journal compaction: {error}"),
+            }
+        }
+        let wait = match next_due {
+            Some(due) => Duration::from_nanos(due.saturating_sub(now_ns())).min(Duration::from_secs(1)),
+            None => Duration::from_secs(1),
+        };
+        shared.wake.wait_for(&mut state, wait);
+    }
+}
+
+
+/// A worker: takes jobs from its lane until the lane closes.
+fn work(shared: &Shared, jobs: &Receiver<Job>) {
+    let agent = delivery::agent(shared.config.timeout, shared.config.allow_private_networks);
+    while let Ok(job) = jobs.recv() {
+        let answer = delivery::attempt(&agent, &job);
+        settle(shared, &job, &answer);
+    }
+}
+
+/// Applies an attempt's answer to its delivery and journals the new state.
+fn settle(shared: &Shared, job: &Job, answer: &Answer) {
+    let now = now_ns();
+    let mut state = shared.state.lock();
+    let policy = shared.config.retry;
+    let Some(endpoint) = state.endpoints.get_mut(&job.endpoint_id) else { return };
+    endpoint.in_flight = endpoint.in_flight.saturating_sub(1);
+    let Some(delivery) = endpoint.deliveries.get_mut(&job.message.id) else { return };
+    delivery.in_flight = false;
+    let delivery_state = &mut delivery.state;
+    delivery_state.attempts += 1;
+    delivery_state.last_status_code = answer.status;
+    delivery_state.last_error = answer.error.clone();
+    let mut records = Vec::new();
+    let mut timer = None;
+    let mut pending_change = 0isize;
+    let mut delivered = false;
+    if answer.succeeded() {
+        endpoint.healthy = true;
+        delivery_state.status = Status::Delivered;
+        delivery_state.next_attempt_ns = None;
+        pending_change = -1;
+        delivered = true;
+        let latency = now.saturating_sub(job.message.created_ns).max(1);
+        let _ = shared.latency.lock().record(latency);
+        shared.delivered.fetch_add(1, Ordering::Relaxed);
+    } else if answer.gone() {
+        // 410: the receiver says the endpoint is gone; disable it and keep the message.
+        endpoint.healthy = false;
+        endpoint.endpoint.enabled = false;
+        delivery_state.next_attempt_ns = None;
+        endpoint.ready.push_front(job.message.id);
+        records.push(Record::Endpoint(endpoint.endpoint.clone()));
+    } else {
+        endpoint.healthy = false;
+        let used = delivery_state.attempts - delivery_state.budget_base;
+        if used <= policy.retry_attempts {
+            let wait = match answer.retry_after {
+                Some(after) => after.min(policy.max_retry_delay),
+                None => policy.delay(used, delivery::random_unit()),
+            };
+            let due = now + wait.as_nanos() as u64;
+            delivery_state.next_attempt_ns = Some(due);
+            timer = Some(due);
+            shared.retried.fetch_add(1, Ordering::Relaxed);
+        } else {
+            delivery_state.status = Status::Failed;
+            delivery_state.next_attempt_ns = None;
+            pending_change = -1;
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let disabled = answer.gone();
+    records.push(Record::Delivery(delivery_state.clone()));
+    if let Some(due) = timer {
+        state.schedule(due, job.endpoint_id.clone(), job.message.id);
+    }
+    if delivered {
+        state.mark_delivered(&job.endpoint_id, job.message.id);
+    }
+    if disabled {
+        state.rebuild_matcher();
+    }
+    state.pending = state.pending.saturating_add_signed(pending_change);
+    if let Err(error) = state.journal.append(&records) {
+        eprintln!("herald: webhook journal: {error}");
+    }
+    drop(state);
+    shared.wake.notify_one();
+}
