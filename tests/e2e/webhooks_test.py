@@ -683,6 +683,9 @@ def test_one_hanging_endpoint_does_not_slow_the_other_nine(start_server, start_r
     """Nine healthy endpoints get 1,000 messages each as fast with a tenth endpoint that never answers as
     without it (time with ≤ 1.2 × time without; best of up to three pairs, for a noisy machine)."""
     healthy_count, message_count, pairs = 9, 1000, 3
+    # No new pair is started after this long, so a slow server fails the test instead of stalling the suite.
+    budget_s = 75.0
+    test_started = time.monotonic()
     config = webhooks_config(retry_attempts=3, timeout_ms=1000)
     healthy = [start_receiver("ok", secret=new_secret()) for _ in range(healthy_count)]
     dead = start_receiver("hang", secret=new_secret())
@@ -713,8 +716,8 @@ def test_one_hanging_endpoint_does_not_slow_the_other_nine(start_server, start_r
 
     ratios = []
     for pair in range(pairs):
-        alone_s = run(with_dead=False, limit_s=90)
-        assert alone_s is not None, "nine healthy endpoints did not get 1,000 messages each within 90 s"
+        alone_s = run(with_dead=False, limit_s=60)
+        assert alone_s is not None, "nine healthy endpoints did not get 1,000 messages each within 60 s"
         with_dead_s = run(with_dead=True, limit_s=1.5 * alone_s + 2)
         ratio = with_dead_s / alone_s if with_dead_s is not None else float("inf")
         ratios.append(ratio)
@@ -724,7 +727,7 @@ def test_one_hanging_endpoint_does_not_slow_the_other_nine(start_server, start_r
             f"nine + one hanging {shown}, ratio {ratio:.2f} (bound 1.20)",
             flush=True,
         )
-        if ratio <= 1.2:
+        if ratio <= 1.2 or time.monotonic() - test_started > budget_s:
             break
     assert dead.entries(), "the hanging endpoint was never even tried"
     assert all(entry["answer"] is None for entry in dead.entries())
@@ -818,10 +821,11 @@ def test_webhook_crud_and_delete_stops_deliveries(start_server, start_receiver):
 
 # Not "http:///hook": the WHATWG URL rules (Rust's `url` crate) read it as host `hook`.
 BAD_URLS = ["ftp://127.0.0.1/hook", "not a url", "http://", "", "127.0.0.1:8080/hook", "http://exa mple.com/", "mailto:a@b"]
+# (filter, the field the error may name: `filter`, or `filter[i]` for the bad pattern).
 BAD_FILTERS = [
     ([], "filter"),
-    (["task.a*"], "filter"),
-    (["Task.*"], "filter"),
+    (["task.a*"], "filter[0]"),
+    (["Task.*"], "filter[0]"),
     (["task.*", "Task.Completed"], "filter[1]"),
     ("task.*", "filter"),
 ]

@@ -83,9 +83,11 @@ pub fn agent(timeout: Duration, allow_private: bool) -> ureq::Agent {
         .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
         .max_idle_connections_per_host(8)
         .build();
-    ureq::Agent::with_parts(config, ureq::unversioned::transport::DefaultConnector::new(), GuardedResolver {
-        allow_private,
-    })
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        GuardedResolver { allow_private },
+    )
 }
 
 /// Makes one attempt: signs the body for this moment and posts it.
@@ -104,7 +106,12 @@ pub fn attempt(agent: &ureq::Agent, job: &Job) -> Answer {
     let mut response = match result {
         Ok(response) => response,
         Err(error) => {
-            return Answer { status: None, error: Some(error.to_string()), retry_after: None, elapsed: started.elapsed() }
+            return Answer {
+                status: None,
+                error: Some(error.to_string()),
+                retry_after: None,
+                elapsed: started.elapsed(),
+            }
         }
     };
     let status = response.status().as_u16();

@@ -121,7 +121,8 @@ fn validate_fields(url: &str, filter: &[String], description: &str) -> Result<()
         return Err(ValidationError::new("filter", format!("must hold 1–{MAX_FILTER_PATTERNS} patterns")));
     }
     for (index, pattern) in filter.iter().enumerate() {
-        validate_pattern(pattern).map_err(|error| ValidationError::new(format!("filter[{index}]"), error.to_string()))?;
+        validate_pattern(pattern)
+            .map_err(|error| ValidationError::new(format!("filter[{index}]"), error.to_string()))?;
     }
     if description.len() > MAX_DESCRIPTION_BYTES {
         return Err(ValidationError::new("description", format!("must be at most {MAX_DESCRIPTION_BYTES} bytes")));

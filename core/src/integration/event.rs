@@ -63,7 +63,12 @@ struct SourceJson {
 
 impl IntegrationEvent {
     /// An event with the given routing key, version, source service and JSON payload.
-    pub fn new(routing_key: impl Into<String>, version: impl Into<String>, service: &str, data: impl Into<Bytes>) -> Self {
+    pub fn new(
+        routing_key: impl Into<String>,
+        version: impl Into<String>,
+        service: &str,
+        data: impl Into<Bytes>,
+    ) -> Self {
         IntegrationEvent {
             id: None,
             routing_key: routing_key.into(),
@@ -82,8 +87,10 @@ impl IntegrationEvent {
             serde_json::from_slice(body).map_err(|error| ValidationError::new("body", error.to_string()))?;
         let required = |field: &str| ValidationError::new(field, "is required");
         let uuid = |field: &str, text: Option<String>| {
-            text.map(|text| Uuid::try_parse(&text).map_err(|_| ValidationError::new(field, format!("`{text}` is not a UUID"))))
-                .transpose()
+            text.map(|text| {
+                Uuid::try_parse(&text).map_err(|_| ValidationError::new(field, format!("`{text}` is not a UUID")))
+            })
+            .transpose()
         };
         let event = IntegrationEvent {
             id: uuid("id", parsed.id)?,

@@ -127,7 +127,8 @@ impl Journal {
         for record in records {
             frame(&mut self.buffer, record);
         }
-        file.write_all(&self.buffer).map_err(|source| JournalError::Io { path: self.path.clone().unwrap_or_default(), source })?;
+        file.write_all(&self.buffer)
+            .map_err(|source| JournalError::Io { path: self.path.clone().unwrap_or_default(), source })?;
         self.bytes += self.buffer.len() as u64;
         Ok(())
     }
@@ -135,9 +136,9 @@ impl Journal {
     /// Makes every appended record durable.
     pub fn sync(&self) -> Result<(), JournalError> {
         match &self.file {
-            Some(file) => {
-                file.sync_data().map_err(|source| JournalError::Io { path: self.path.clone().unwrap_or_default(), source })
-            }
+            Some(file) => file
+                .sync_data()
+                .map_err(|source| JournalError::Io { path: self.path.clone().unwrap_or_default(), source }),
             None => Ok(()),
         }
     }
@@ -180,7 +181,8 @@ fn frame(out: &mut Vec<u8>, record: &Record) {
 fn parse(contents: &[u8], path: &Path) -> Result<(Vec<Record>, usize), JournalError> {
     let mut records = Vec::new();
     let mut at = 0usize;
-    let corrupt = |offset: usize, reason: String| JournalError::Corrupt { path: path.to_owned(), offset: offset as u64, reason };
+    let corrupt =
+        |offset: usize, reason: String| JournalError::Corrupt { path: path.to_owned(), offset: offset as u64, reason };
     while at < contents.len() {
         let Some(header) = contents.get(at..at + 8) else { break };
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
@@ -196,7 +198,8 @@ fn parse(contents: &[u8], path: &Path) -> Result<(Vec<Record>, usize), JournalEr
             }
             return Err(corrupt(at, "checksum mismatch".into()));
         }
-        let record = serde_json::from_slice(body).map_err(|error| corrupt(at, format!("unreadable record: {error}")))?;
+        let record =
+            serde_json::from_slice(body).map_err(|error| corrupt(at, format!("unreadable record: {error}")))?;
         records.push(record);
         at = end;
     }

@@ -41,12 +41,12 @@ pub use endpoint::{Endpoint, EndpointChange, EndpointDraft};
 pub use event::IntegrationEvent;
 pub use journal::Status;
 
-use delivery::{Answer, Job};
-use journal::{Journal, JournalError, Record};
-use outbox::{RouteError, State};
 use crate::event::{Uuid, ValidationError};
 use crate::metrics::{latency_histogram, LatencySummary};
 use crate::store::EventStore;
+use delivery::{Answer, Job};
+use journal::{Journal, JournalError, Record};
+use outbox::{RouteError, State};
 
 /// Compact the journal once it is this large and at least twice its last compacted size.
 const COMPACT_AT_BYTES: u64 = 64 * 1024 * 1024;
@@ -154,7 +154,11 @@ fn now_ns() -> u64 {
 impl Webhooks {
     /// Opens the journal in `dir` (in memory when `None`), rebuilds the outbox, routes what the
     /// log holds beyond the watermark, and starts the scheduler and workers.
-    pub fn start(config: WebhookConfig, store: Arc<dyn EventStore>, dir: Option<&Path>) -> Result<Webhooks, IntegrationError> {
+    pub fn start(
+        config: WebhookConfig,
+        store: Arc<dyn EventStore>,
+        dir: Option<&Path>,
+    ) -> Result<Webhooks, IntegrationError> {
         let (journal, records) = match dir {
             Some(dir) => Journal::open(dir)?,
             None => (Journal::in_memory(), Vec::new()),
@@ -192,7 +196,11 @@ impl Webhooks {
             for index in 0..count {
                 let shared = Arc::clone(&shared);
                 let rx = rx.clone();
-                threads.push(spawn(format!("herald-webhook-{lane}-{index}"), Box::new(move || work(&shared, &rx)))?);
+                let healthy_lane = lane == "fast";
+                threads.push(spawn(
+                    format!("herald-webhook-{lane}-{index}"),
+                    Box::new(move || work(&shared, &rx, healthy_lane)),
+                )?);
             }
         }
         {
@@ -302,7 +310,12 @@ impl Webhooks {
     }
 
     /// An endpoint's deliveries, newest first, optionally of one status.
-    pub fn deliveries(&self, id: &str, status: Option<Status>, limit: usize) -> Result<Vec<DeliveryInfo>, IntegrationError> {
+    pub fn deliveries(
+        &self,
+        id: &str,
+        status: Option<Status>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryInfo>, IntegrationError> {
         let state = self.shared.state.lock();
         let endpoint = state.endpoints.get(id).ok_or_else(|| not_found(id))?;
         let mut list: Vec<DeliveryInfo> = endpoint
@@ -320,7 +333,7 @@ impl Webhooks {
                 position: d.message.position,
             })
             .collect();
-        list.sort_by(|a, b| b.position.cmp(&a.position));
+        list.sort_by_key(|d| std::cmp::Reverse(d.position));
         list.truncate(limit.clamp(1, MAX_LIST_LIMIT));
         Ok(list)
     }
@@ -329,10 +342,9 @@ impl Webhooks {
     pub fn retry(&self, id: &str, message_id: Uuid) -> Result<(), IntegrationError> {
         let mut state = self.shared.state.lock();
         let endpoint = state.endpoints.get_mut(id).ok_or_else(|| not_found(id))?;
-        let delivery = endpoint
-            .deliveries
-            .get_mut(&message_id)
-            .ok_or_else(|| IntegrationError::NotFound(format!("endpoint `{id}` has no delivery of message {message_id}")))?;
+        let delivery = endpoint.deliveries.get_mut(&message_id).ok_or_else(|| {
+            IntegrationError::NotFound(format!("endpoint `{id}` has no delivery of message {message_id}"))
+        })?;
         if delivery.state.status != Status::Failed {
             return Err(IntegrationError::Conflict(format!(
                 "message {message_id} is {}, not failed; only failed deliveries can be retried",
@@ -423,26 +435,15 @@ fn schedule(shared: &Shared, fast: &Sender<Job>, slow: &Sender<Job>) {
         let next_due = state.release_due(now_ns());
         let max_in_flight = shared.config.max_in_flight_per_endpoint;
         let mut jobs = Vec::new();
-        for (id, endpoint) in state.endpoints.iter_mut() {
-            if !endpoint.endpoint.enabled {
-                continue;
-            }
-            let bound = if endpoint.healthy { max_in_flight } else { 1 };
-            while endpoint.in_flight < bound {
-                let Some(message_id) = endpoint.ready.pop_front() else { break };
-                let Some(delivery) = endpoint.deliveries.get_mut(&message_id) else { continue };
-                if delivery.state.status != Status::Pending || delivery.in_flight {
-                    continue;
-                }
-                delivery.in_flight = true;
-                endpoint.in_flight += 1;
-                let job = Job {
-                    endpoint_id: id.clone(),
-                    url: endpoint.endpoint.url.clone(),
-                    key: Arc::clone(&endpoint.key),
-                    message: Arc::clone(&delivery.message),
-                };
-                jobs.push((endpoint.healthy, job));
+        let busy: Vec<(String, bool)> = state
+            .endpoints
+            .iter()
+            .filter(|(_, e)| e.endpoint.enabled && !e.ready.is_empty())
+            .map(|(id, e)| (id.clone(), e.healthy))
+            .collect();
+        for (id, healthy) in busy {
+            while let Some(job) = next_for(&mut state, &id, healthy, max_in_flight) {
+                jobs.push((healthy, job));
             }
         }
         for (healthy, job) in jobs {
@@ -465,24 +466,33 @@ fn schedule(shared: &Shared, fast: &Sender<Job>, slow: &Sender<Job>) {
     }
 }
 
-
-/// A worker: takes jobs from its lane until the lane closes.
-fn work(shared: &Shared, jobs: &Receiver<Job>) {
+/// A worker: takes jobs from its lane until the lane closes. After each attempt it takes the
+/// same endpoint's next ready delivery itself when the endpoint's bound allows (see [`settle`]),
+/// so a busy endpoint's deliveries flow without a round trip through the scheduler.
+fn work(shared: &Shared, jobs: &Receiver<Job>, healthy_lane: bool) {
     let agent = delivery::agent(shared.config.timeout, shared.config.allow_private_networks);
     while let Ok(job) = jobs.recv() {
-        let answer = delivery::attempt(&agent, &job);
-        settle(shared, &job, &answer);
+        let mut next = Some(job);
+        while let Some(job) = next {
+            if shared.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let answer = delivery::attempt(&agent, &job);
+            next = settle(shared, &job, &answer, healthy_lane);
+        }
     }
 }
 
-/// Applies an attempt's answer to its delivery and journals the new state.
-fn settle(shared: &Shared, job: &Job, answer: &Answer) {
+/// Applies an attempt's answer to its delivery and journals the new state. Returns the
+/// endpoint's next ready delivery for this worker when the endpoint is still on the worker's
+/// lane and under its bound; otherwise wakes the scheduler if it has something to do.
+fn settle(shared: &Shared, job: &Job, answer: &Answer, healthy_lane: bool) -> Option<Job> {
     let now = now_ns();
     let mut state = shared.state.lock();
     let policy = shared.config.retry;
-    let Some(endpoint) = state.endpoints.get_mut(&job.endpoint_id) else { return };
+    let endpoint = state.endpoints.get_mut(&job.endpoint_id)?;
     endpoint.in_flight = endpoint.in_flight.saturating_sub(1);
-    let Some(delivery) = endpoint.deliveries.get_mut(&job.message.id) else { return };
+    let delivery = endpoint.deliveries.get_mut(&job.message.id)?;
     delivery.in_flight = false;
     let delivery_state = &mut delivery.state;
     delivery_state.attempts += 1;
@@ -542,6 +552,36 @@ fn settle(shared: &Shared, job: &Job, answer: &Answer) {
     if let Err(error) = state.journal.append(&records) {
         eprintln!("herald: webhook journal: {error}");
     }
+    let next = next_for(&mut state, &job.endpoint_id, healthy_lane, shared.config.max_in_flight_per_endpoint);
+    let ready_left = state.endpoints.get(&job.endpoint_id).is_some_and(|e| !e.ready.is_empty());
     drop(state);
-    shared.wake.notify_one();
+    if timer.is_some() || disabled || (next.is_none() && ready_left) {
+        shared.wake.notify_one();
+    }
+    next
+}
+
+/// Takes `endpoint_id`'s next ready delivery if the endpoint is enabled, on `healthy_lane`'s
+/// lane and under its in-flight bound.
+fn next_for(state: &mut State, endpoint_id: &str, healthy_lane: bool, max_in_flight: usize) -> Option<Job> {
+    let endpoint = state.endpoints.get_mut(endpoint_id)?;
+    let bound = if endpoint.healthy { max_in_flight } else { 1 };
+    if !endpoint.endpoint.enabled || endpoint.healthy != healthy_lane || endpoint.in_flight >= bound {
+        return None;
+    }
+    while let Some(message_id) = endpoint.ready.pop_front() {
+        let Some(delivery) = endpoint.deliveries.get_mut(&message_id) else { continue };
+        if delivery.state.status != Status::Pending || delivery.in_flight {
+            continue;
+        }
+        delivery.in_flight = true;
+        endpoint.in_flight += 1;
+        return Some(Job {
+            endpoint_id: endpoint_id.to_owned(),
+            url: endpoint.endpoint.url.clone(),
+            key: Arc::clone(&endpoint.key),
+            message: Arc::clone(&delivery.message),
+        });
+    }
+    None
 }

@@ -328,7 +328,9 @@ impl State {
                         next_attempt_ns: None,
                     };
                     records.push(Record::Delivery(state.clone()));
-                    endpoint.deliveries.insert(message.id, Delivery { state, message: Arc::clone(&message), in_flight: false });
+                    endpoint
+                        .deliveries
+                        .insert(message.id, Delivery { state, message: Arc::clone(&message), in_flight: false });
                     endpoint.ready.push_back(message.id);
                     self.pending += 1;
                     created += 1;

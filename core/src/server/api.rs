@@ -23,8 +23,8 @@ use crate::dispatch::{BusError, PendingDispatch};
 use crate::event::time::{format_rfc3339_micros, parse_rfc3339};
 use crate::event::DraftJson;
 use crate::event::{EventDraft, EventKind, ValidationError};
-use crate::store::{AppendOutcome, EventView, ReadQuery, StoreError};
 use crate::integration::IntegrationEvent;
+use crate::store::{AppendOutcome, EventView, ReadQuery, StoreError};
 use crate::system::{System, SystemError};
 
 /// Most events one read returns (`limit` is clamped to it).
@@ -221,9 +221,10 @@ fn publish_integration<'a>(system: &'a System, request: &Request) -> Reply<'a> {
                 AppendOutcome::AlreadyAppended(_) => 200,
             };
             match outcome.events().first() {
-                Some(event) => {
-                    Reply::AfterSync(json_response(status, &json!({"id": event.id, "position": event.position})), pending)
-                }
+                Some(event) => Reply::AfterSync(
+                    json_response(status, &json!({"id": event.id, "position": event.position})),
+                    pending,
+                ),
                 None => Reply::Now(Response::error(500, "internal_error", "the store returned no result")),
             }
         }

@@ -19,8 +19,8 @@ pub mod http;
 
 mod api;
 mod prometheus;
-mod webhooks;
 mod reactor;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -67,7 +67,9 @@ fn deliveries(system: &System, request: &Request, id: &str) -> Response {
                     "pending" => Status::Pending,
                     "delivered" => Status::Delivered,
                     "failed" => Status::Failed,
-                    _ => return bad_parameter("status", &format!("`{value}` is not one of pending, delivered, failed")),
+                    _ => {
+                        return bad_parameter("status", &format!("`{value}` is not one of pending, delivered, failed"))
+                    }
                 })
             }
             "limit" => match limit(value, crate::integration::MAX_LIST_LIMIT) {
