@@ -415,7 +415,9 @@ def check_gaps(attempts, first_number, retry_delay_ms, max_retry_delay_ms, extra
         number = first_number + offset
         lower, upper = gap_bounds(number, retry_delay_ms, max_retry_delay_ms, extra_s)
         gap = later["mono"] - earlier["mono"]
-        assert lower <= gap <= upper, f"retry {number} came {gap:.3f}s after attempt {number}, not in [{lower:.3f}, {upper:.3f}]"
+        assert lower <= gap <= upper, (
+            f"retry {number} came {gap:.3f}s after attempt {number}, not in [{lower:.3f}, {upper:.3f}]"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,7 +445,7 @@ def test_signed_deliveries_verify_and_match_what_was_published(start_server, sta
     with Publisher(server.port) as publisher:
         for i in range(50):
             routing_key = ("task.created", "task.completed", "task.assigned")[i % 3]
-            data = {"n": i, "title": f"task {i}", "nested": {"done": i % 2 == 0, "tags": ["a", "b"]}, "text": "ünï ✓"}
+            data = {"n": i, "title": f"task {i}", "nested": {"done": i % 2 == 0, "tags": ["a"]}, "text": "ünï ✓"}
             source = {"service": "tasks", "user_id": f"user-{i % 5}"}
             event_id = str(uuid.uuid4()) if i % 2 else None  # half with the caller's id, half server-made
             publisher.publish(routing_key, data, version=f"1.{i % 3}.0", source=source, event_id=event_id)
@@ -461,7 +463,7 @@ def test_signed_deliveries_verify_and_match_what_was_published(start_server, sta
         wait_until(
             lambda: set(published) <= receiver.success_ids(),
             20,
-            lambda: f"{receiver.name} is missing {len(set(published) - receiver.success_ids())} of 50\n{server.stderr()[-2000:]}",
+            lambda: f"{receiver.name} lacks {len(set(published) - receiver.success_ids())}\n{server.stderr()[-2000:]}",
         )
     time.sleep(0.5)  # time enough for anything misrouted to arrive too
 
@@ -530,7 +532,9 @@ def test_failed_attempts_are_retried_with_backoff_until_delivered(failure, start
                 m in pending and pending[m]["attempts"] >= 1 and pending[m]["last_error"] for m in published
             ) and pending
 
-        pending = wait_until(refused_and_recorded, 10, lambda: f"no failed first attempt recorded: {deliveries(client, endpoint['id'])}")
+        pending = wait_until(
+            refused_and_recorded, 10, lambda: f"no failed first attempt recorded: {deliveries(client, endpoint['id'])}"
+        )
         for message_id in published:
             assert isinstance(pending[message_id]["last_error"], str), pending[message_id]
             assert pending[message_id]["last_status_code"] is None, pending[message_id]
@@ -618,7 +622,11 @@ def test_exhausted_attempts_fail_and_a_manual_retry_delivers(start_server, start
     receiver.set(mode="ok")
     resp = retry_delivery(client, endpoint["id"], message_id)
     assert resp.status == 202, resp
-    wait_until(lambda: message_id in receiver.success_ids(), 10, lambda: f"the retried message never arrived: {deliveries(client, endpoint['id'])}")
+    wait_until(
+        lambda: message_id in receiver.success_ids(),
+        10,
+        lambda: f"the retried message never arrived: {deliveries(client, endpoint['id'])}",
+    )
     wait_for_deliveries(client, endpoint["id"], "delivered", [message_id], 5, server)
     assert message_id not in deliveries(client, endpoint["id"], "failed")
     assert len(receiver.by_id()[message_id]) == 2 + RETRY_ATTEMPTS
@@ -745,20 +753,25 @@ def test_410_disables_the_endpoint_and_reenabling_delivers_pending_messages(star
     attempted (a retry request on one is 409), and PATCH {"enabled": true} delivers them."""
     server = start_server(config=FAST_CONFIG)
     client = server.client()
-    receiver = start_receiver("fail", status=410)
+    # 500 first, so all three messages exist before the 410 (an event published after the endpoint
+    # is disabled is not routed to it); then 410 on the retries.
+    receiver = start_receiver("fail", status=500)
     endpoint = create_webhook(client, receiver.url(), ["task.#"])
     receiver.set(secret=endpoint["secret"])
     with Publisher(server.port) as publisher:
         for i in range(3):
             publisher.publish("task.gone", {"n": i})
         published = publisher.published
+    wait_until(lambda: set(published) <= set(receiver.by_id()), 10, "the first attempts did not arrive")
+    receiver.set(status=410)
 
-    wait_until(lambda: get_webhook(client, endpoint["id"])["enabled"] is False, 10, "a 410 did not disable the endpoint")
+    wait_until(lambda: not get_webhook(client, endpoint["id"])["enabled"], 10, "a 410 did not disable the endpoint")
     pending = wait_for_deliveries(client, endpoint["id"], "pending", published, 5, server)
     assert set(pending) == set(published), pending
     time.sleep(0.3)  # attempts already on their way when the 410 came are logged by now
     seen = len(receiver.entries())
-    assert seen >= 1 and all(entry["answer"] == 410 for entry in receiver.entries())
+    answers = [entry["answer"] for entry in receiver.entries()]
+    assert 410 in answers and set(answers) <= {500, 410}, answers
     time.sleep(1.0)  # several backoff periods: a disabled endpoint is not attempted
     assert len(receiver.entries()) == seen, "attempts continued after the endpoint was disabled"
     some_id = next(iter(published))
@@ -769,7 +782,9 @@ def test_410_disables_the_endpoint_and_reenabling_delivers_pending_messages(star
     assert resp.status == 200, resp
     enabled = check_endpoint(resp.json())
     assert enabled["enabled"] is True and enabled["id"] == endpoint["id"] and enabled["secret"] == endpoint["secret"]
-    wait_until(lambda: set(published) <= receiver.success_ids(), 10, lambda: f"not resumed: {deliveries(client, endpoint['id'])}")
+    wait_until(
+        lambda: set(published) <= receiver.success_ids(), 10, lambda: f"not resumed: {deliveries(client, endpoint['id'])}"
+    )
     wait_for_deliveries(client, endpoint["id"], "delivered", published, 5, server)
     assert get_webhook(client, endpoint["id"])["enabled"] is True
     for entry in receiver.entries():
@@ -788,7 +803,8 @@ def test_webhook_crud_and_delete_stops_deliveries(start_server, start_receiver):
     assert get_webhook(client, endpoint["id"]) == endpoint
     path = f"/v1/webhooks/{endpoint['id']}"
 
-    resp = client.request("PATCH", path, {"url": receiver.url("/second"), "filter": ["project.#"], "description": "second"})
+    change = {"url": receiver.url("/second"), "filter": ["project.#"], "description": "second"}
+    resp = client.request("PATCH", path, change)
     assert resp.status == 200, resp
     changed = check_endpoint(resp.json())
     assert changed == dict(endpoint, url=receiver.url("/second"), filter=["project.#"], description="second"), changed
@@ -797,7 +813,9 @@ def test_webhook_crud_and_delete_stops_deliveries(start_server, start_receiver):
     with Publisher(server.port) as publisher:
         skipped = publisher.publish("task.created", {"n": 1})
         wanted = publisher.publish("project.renamed", {"n": 2})
-        wait_until(lambda: wanted in receiver.success_ids(), 10, lambda: f"the PATCHed endpoint got nothing: {receiver.entries()}")
+        wait_until(
+            lambda: wanted in receiver.success_ids(), 10, lambda: f"the PATCHed endpoint got nothing: {receiver.entries()}"
+        )
         time.sleep(0.3)
         assert [(e["path"], e["webhook_id"]) for e in receiver.entries()] == [("/second", wanted)], skipped
 
@@ -820,7 +838,15 @@ def test_webhook_crud_and_delete_stops_deliveries(start_server, start_receiver):
 
 
 # Not "http:///hook": the WHATWG URL rules (Rust's `url` crate) read it as host `hook`.
-BAD_URLS = ["ftp://127.0.0.1/hook", "not a url", "http://", "", "127.0.0.1:8080/hook", "http://exa mple.com/", "mailto:a@b"]
+BAD_URLS = [
+    "ftp://127.0.0.1/hook",
+    "not a url",
+    "http://",
+    "",
+    "127.0.0.1:8080/hook",
+    "http://exa mple.com/",
+    "mailto:a@b",
+]
 # (filter, the field the error may name: `filter`, or `filter[i]` for the bad pattern).
 BAD_FILTERS = [
     ([], "filter"),
@@ -873,12 +899,12 @@ def test_integration_event_errors(start_server):
     server = start_server()
     client = server.client()
     good = {"routing_key": "task.completed", "version": "1.0.0", "source": {"service": "tasks"}, "data": {}}
-    for key in ["Task.Completed", "", "task.*", "task..completed", "a" * 256]:
+    # (Empty words such as `task..completed` are left out: the contract does not say whether a word may be empty.)
+    for key in ["Task.Completed", "", "task.*", "a" * 256]:
         error = assert_error(client.post("/v1/integration-events", dict(good, routing_key=key)), 400, "invalid_request")
         assert error.get("field") == "routing_key", (key, error)
-    error = assert_error(
-        client.post("/v1/integration-events", {k: v for k, v in good.items() if k != "routing_key"}), 400, "invalid_request"
-    )
+    keyless = {k: v for k, v in good.items() if k != "routing_key"}
+    error = assert_error(client.post("/v1/integration-events", keyless), 400, "invalid_request")
     assert error.get("field") == "routing_key", error
     for source in [{}, {"user_id": "u1"}]:
         error = assert_error(client.post("/v1/integration-events", dict(good, source=source)), 400, "invalid_request")
@@ -912,7 +938,7 @@ def test_private_network_url_is_refused(strict_server, host, range_names):
     error = assert_error(resp, 400, "invalid_request")
     assert error.get("field") == "url", error
     message = error["message"].lower()
-    assert any(name in message for name in range_names), f"the message names none of {range_names}: {error['message']!r}"
+    assert any(name in message for name in range_names), f"no range named ({range_names}): {error['message']!r}"
     assert all(w["url"] != f"http://{host}:8080/hook" for w in list_webhooks(client))
 
 
@@ -925,7 +951,8 @@ def test_public_addresses_are_accepted_when_private_networks_are_refused(strict_
         created.append(create_webhook(client, f"https://{host}/hook", ["never.published"]))
     try:
         path = f"/v1/webhooks/{created[0]['id']}"
-        error = assert_error(client.request("PATCH", path, {"url": "http://127.0.0.1:8080/hook"}), 400, "invalid_request")
+        resp = client.request("PATCH", path, {"url": "http://127.0.0.1:8080/hook"})
+        error = assert_error(resp, 400, "invalid_request")
         assert error.get("field") == "url", error
         assert get_webhook(client, created[0]["id"])["url"] == "https://8.8.8.8/hook"
     finally:
@@ -948,9 +975,10 @@ def test_bridged_domain_event_arrives_as_a_signed_webhook(start_server, start_re
     endpoint = create_webhook(client, receiver.url(), ["#"])
     receiver.set(secret=endpoint["secret"])
 
-    client.append({"type": "ProjectArchived", "aggregate_id": "p1", "data": {"archived": True}, "metadata": {"user_id": "u1"}})
+    metadata = {"user_id": "u1"}
+    client.append({"type": "ProjectArchived", "aggregate_id": "p1", "data": {"archived": True}, "metadata": metadata})
     domain = client.append(
-        {"type": "TaskCompleted", "aggregate_id": "t1", "data": {"title": "ship it", "done": True}, "metadata": {"user_id": "u1"}}
+        {"type": "TaskCompleted", "aggregate_id": "t1", "data": {"title": "ship it", "done": True}, "metadata": metadata}
     )[0]
     wait_until(lambda: receiver.success_ids(), 10, lambda: f"nothing arrived\n{server.stderr()[-2000:]}")
     time.sleep(0.5)  # the ProjectArchived event was appended first; anything it made would be here by now
@@ -1032,5 +1060,6 @@ def test_webhook_metrics(start_server, start_receiver):
     _, count = find_sample(families, latency + "_count")
     _, total = find_sample(families, latency + "_sum")
     assert count >= 5 and total > 0, (count, total)
-    unbounded = [s.value for s in families[latency].samples if s.name == latency + "_bucket" and s.labels.get("le") == "+Inf"]
+    buckets = [s for s in families[latency].samples if s.name == latency + "_bucket"]
+    unbounded = [s.value for s in buckets if s.labels.get("le") == "+Inf"]
     assert unbounded == [count], unbounded

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::context;
 use super::metrics::HandlerMetrics;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::routing::{routing_key_for_type, validate_pattern, PatternSet};
 use crate::store::EventView;
 
@@ -32,12 +32,12 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Send + 'static {
 /// Which events a subscription receives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Filter {
-    /// Events of exactly this type.
+    /// Domain events of exactly this type.
     Type(String),
-    /// Events whose routing key (from the type, see [`routing_key_for_type`]) matches this AMQP
-    /// topic pattern.
+    /// Domain events whose routing key (from the type, see [`routing_key_for_type`]) matches
+    /// this AMQP topic pattern.
     Pattern(String),
-    /// Every event of every kind.
+    /// Every record of every kind (domain, integration, WebSocket); the handler reads `kind`.
     All,
 }
 
@@ -186,13 +186,14 @@ impl Group {
     /// (a buffer the caller reuses, so dispatch does not allocate per event).
     pub fn interested(&self, view: &EventView<'_>, chosen: &mut Vec<usize>) {
         chosen.clear();
-        if !self.patterns.is_empty() {
+        let domain = view.kind == EventKind::Domain;
+        if domain && !self.patterns.is_empty() {
             let key = routing_key_for_type(view.event_type);
             chosen.extend(self.patterns.matches(&key).into_iter().map(|id| self.pattern_owner[id]));
         }
         for (index, handler) in self.handlers.iter().enumerate() {
             match &handler.subscription.filter {
-                Filter::Type(event_type) if event_type == view.event_type => chosen.push(index),
+                Filter::Type(event_type) if domain && event_type == view.event_type => chosen.push(index),
                 Filter::All => chosen.push(index),
                 _ => {}
             }

@@ -585,3 +585,146 @@ fn next_for(state: &mut State, endpoint_id: &str, healthy_lane: bool, max_in_fli
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::event::EventKind;
+    use crate::store::{EventStore, Log, StoreConfig};
+
+    fn config() -> WebhookConfig {
+        WebhookConfig {
+            retry: RetryPolicy {
+                retry_attempts: 2,
+                retry_delay: Duration::from_secs(60),
+                max_retry_delay: Duration::from_secs(60),
+            },
+            timeout: Duration::from_secs(2),
+            workers: 2,
+            allow_private_networks: true,
+            max_in_flight_per_endpoint: 2,
+            sync_routing: true,
+        }
+    }
+
+    fn append(store: &Log, routing_key: &str) -> Uuid {
+        let event = IntegrationEvent::new(routing_key, "1.0.0", "tests", "{}");
+        let outcome = store.append(&[event.to_draft()]).unwrap();
+        outcome.events()[0].id
+    }
+
+    fn wait_for(mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "condition not met within 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A one-connection-at-a-time server answering every request with `answer`; counts requests.
+    fn answering(answer: &'static [u8]) -> (String, Arc<AtomicU64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let count = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&count);
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut buffer = [0u8; 65536];
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                if stream.read(&mut buffer).unwrap_or(0) > 0 {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let _ = stream.write_all(answer);
+                }
+            }
+        });
+        (url, count)
+    }
+
+    fn endpoint(url: &str, filter: &str) -> EndpointDraft {
+        EndpointDraft { url: Some(url.into()), filter: Some(vec![filter.into()]), ..EndpointDraft::default() }
+    }
+
+    #[test]
+    fn a_redirect_is_a_failed_attempt_not_followed() {
+        // A 302 is recorded as a failure with its status, and the retry is scheduled.
+        let (url, requests) =
+            answering(b"HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:1/\r\ncontent-length: 0\r\n\r\n");
+        let store: Arc<Log> = Arc::new(Log::in_memory(StoreConfig::default()).unwrap());
+        let webhooks = Webhooks::start(config(), Arc::clone(&store) as Arc<dyn EventStore>, None).unwrap();
+        let hook = webhooks.create(endpoint(&url, "task.#")).unwrap();
+        let id = append(&store, "task.moved");
+        webhooks.route().unwrap();
+        wait_for(|| webhooks.deliveries(&hook.id, None, 10).unwrap()[0].attempts == 1);
+        let delivery = &webhooks.deliveries(&hook.id, None, 10).unwrap()[0];
+        assert_eq!((delivery.message_id, delivery.status), (id, Status::Pending));
+        assert_eq!(delivery.last_status_code, Some(302));
+        assert!(delivery.last_error.as_deref().unwrap_or("").contains("redirects are not followed"));
+        assert!(delivery.next_attempt_ns.is_some());
+        assert_eq!(requests.load(Ordering::SeqCst), 1, "the redirect was not followed");
+        assert_eq!(webhooks.metrics().retried, 1);
+    }
+
+    #[test]
+    fn pending_deliveries_and_endpoints_survive_a_restart() {
+        // Journaled state comes back: the endpoint with its secret, the pending delivery with
+        // its attempts; an event appended while the service was down is routed at start.
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<Log> = Arc::new(Log::open(&dir.path().join("log"), StoreConfig::default()).unwrap());
+        let dyn_store = || Arc::clone(&store) as Arc<dyn EventStore>;
+        let (url, _) = answering(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n");
+        let journal_dir = dir.path().join("webhooks");
+        let webhooks = Webhooks::start(config(), dyn_store(), Some(&journal_dir)).unwrap();
+        let hook = webhooks.create(endpoint(&url, "task.*")).unwrap();
+        let first = append(&store, "task.done");
+        append(&store, "other.thing");
+        webhooks.route().unwrap();
+        wait_for(|| webhooks.deliveries(&hook.id, None, 10).unwrap()[0].attempts == 1);
+        webhooks.shutdown(Duration::from_secs(5)).unwrap();
+        drop(webhooks);
+        let second = append(&store, "task.later");
+
+        let webhooks = Webhooks::start(config(), dyn_store(), Some(&journal_dir)).unwrap();
+        assert_eq!(webhooks.list(), vec![hook.clone()]);
+        let deliveries = webhooks.deliveries(&hook.id, Some(Status::Pending), 10).unwrap();
+        let ids: Vec<Uuid> = deliveries.iter().map(|d| d.message_id).collect();
+        assert_eq!(ids, vec![second, first], "newest first; the one appended while down was routed");
+        assert_eq!(deliveries[1].attempts, 1);
+        assert_eq!(deliveries[1].last_status_code, Some(500));
+        assert_eq!(webhooks.metrics().pending, 2);
+        let kinds = {
+            let mut kinds = Vec::new();
+            store
+                .read(&crate::store::ReadQuery::default(), &mut |view| {
+                    kinds.push(view.kind);
+                    std::ops::ControlFlow::Continue(())
+                })
+                .unwrap();
+            kinds
+        };
+        assert_eq!(kinds, vec![EventKind::Integration; 3]);
+    }
+
+    #[test]
+    fn api_operations_check_their_preconditions() {
+        // Unknown ids are not found; only failed deliveries can be retried; private literals are
+        // refused when private networks are not allowed.
+        let store: Arc<dyn EventStore> = Arc::new(Log::in_memory(StoreConfig::default()).unwrap());
+        let strict = WebhookConfig { allow_private_networks: false, ..config() };
+        let webhooks = Webhooks::start(strict, store, None).unwrap();
+        assert!(matches!(webhooks.get("wh_nope"), Err(IntegrationError::NotFound(_))));
+        assert!(matches!(webhooks.delete("wh_nope"), Err(IntegrationError::NotFound(_))));
+        let refused = webhooks.create(endpoint("http://10.1.2.3/hook", "a")).unwrap_err().to_string();
+        assert!(refused.contains("private"), "{refused}");
+        let hook = webhooks.create(endpoint("https://example.com/hook", "a")).unwrap();
+        let missing = webhooks.retry(&hook.id, Uuid::now_v7()).unwrap_err();
+        assert!(matches!(missing, IntegrationError::NotFound(_)));
+        let change = EndpointChange { url: Some("http://[::1]:9/".into()), ..EndpointChange::default() };
+        assert!(webhooks.update(&hook.id, change).is_err());
+        assert_eq!(webhooks.get(&hook.id).unwrap().url, "https://example.com/hook");
+        webhooks.delete(&hook.id).unwrap();
+        assert!(webhooks.list().is_empty());
+    }
+}

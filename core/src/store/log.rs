@@ -1016,6 +1016,10 @@ fn lock_directory(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
+/// Directories of Herald's other layers that share the data directory (the webhook journal,
+/// durable handlers' checkpoints); the log leaves them alone.
+const SIBLING_DIRS: [&str; 2] = ["webhooks", "checkpoints"];
+
 /// A segment file as found at open, before recovery touched it.
 struct SegmentFile {
     first: u64,
@@ -1038,6 +1042,7 @@ fn list_segment_files(dir: &Path, segments_dir: &Path) -> Result<Vec<SegmentFile
     for (name, path) in read(dir)? {
         match name.as_str() {
             LOCK_FILE | SEGMENTS_DIR | CHECKPOINT_FILE | SNAPSHOT_FILE => {}
+            _ if SIBLING_DIRS.contains(&name.as_str()) && path.is_dir() => {}
             _ if name == format!("{CHECKPOINT_FILE}.tmp") => {
                 std::fs::remove_file(&path).map_err(io_error(format!("remove {}", path.display())))?;
             }
