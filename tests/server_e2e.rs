@@ -1,9 +1,11 @@
-//! The end-to-end test of the HTTP server: runs the pytest suite `tests/e2e/server_test.py` from
+//! The end-to-end test of the HTTP server: runs the pytest suites in `tests/e2e/` (the API in
+//! `server_test.py`, webhooks with real receivers in `webhooks_test.py`) from
 //! the repository root against the `herald` binary cargo built for this test
 //! (`HERALD_BIN=$CARGO_BIN_EXE_herald`), with pytest's output streamed as it runs.
 //!
 //! It needs `python3` with `pytest` and `prometheus_client`
-//! (`pip install pytest prometheus_client`, or `pip install -r tests/e2e/requirements.txt`), and
+//! (`pip install pytest prometheus_client standardwebhooks`, or
+//! `pip install -r tests/e2e/requirements.txt`), and
 //! fails, saying so, when they are missing. The suite bounds every socket and subprocess itself;
 //! this runner also kills it if it outlives [`SUITE_TIMEOUT`].
 
@@ -11,13 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-const SUITE: &str = "tests/e2e/server_test.py";
+const SUITE: &str = "tests/e2e";
 /// The whole suite runs in well under a minute; this only stops a hung run.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Checking that the Python modules import.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 const INSTALL_HINT: &str =
-    "run `pip install pytest prometheus_client` (or `pip install -r tests/e2e/requirements.txt`)";
+    "run `pip install pytest prometheus_client standardwebhooks` (or `pip install -r tests/e2e/requirements.txt`)";
 
 fn repo_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -44,7 +46,7 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 /// Fails with an install hint unless python3 can import pytest and prometheus_client.
 fn require_python_modules(root: &Path) {
     let probe = Command::new("python3")
-        .args(["-c", "import pytest, prometheus_client"])
+        .args(["-c", "import pytest, prometheus_client, standardwebhooks"])
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -66,7 +68,7 @@ fn require_python_modules(root: &Path) {
 #[test]
 fn http_server_end_to_end() {
     let root = repo_root();
-    assert!(root.join(SUITE).is_file(), "{} is missing", root.join(SUITE).display());
+    assert!(root.join(SUITE).is_dir(), "{} is missing", root.join(SUITE).display());
     require_python_modules(&root);
     let started = Instant::now();
     let mut suite = Command::new("python3")
