@@ -2,7 +2,7 @@
 //! the message (delivered, retry when, failed, endpoint gone).
 //!
 //! Each worker thread owns one `ureq::Agent` (its own keep-alive pool) built by [`agent`]: the
-//! whole attempt is bounded by `timeout_ms`, redirects are not followed (a 3xx is a failure),
+//! whole attempt is bounded by `timeout_ms` (and so are its connect and its wait for the answer), redirects are not followed (a 3xx is a failure),
 //! status codes are answers rather than errors, environment proxies are ignored (a proxy would
 //! resolve the target itself, around the SSRF guard), and names resolve through
 //! [`GuardedResolver`], so the connection goes to exactly the address that was vetted.
@@ -80,6 +80,8 @@ pub fn agent(timeout: Duration, allow_private: bool) -> ureq::Agent {
         .max_redirects(0)
         .proxy(None)
         .timeout_global(Some(timeout))
+        .timeout_connect(Some(timeout))
+        .timeout_recv_response(Some(timeout))
         .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
         .max_idle_connections_per_host(8)
         .build();

@@ -668,11 +668,31 @@ mod tests {
     }
 
     #[test]
+    fn garbage_answers_and_resets_are_failed_attempts_retried_on_schedule() {
+        // A receiver that answers bytes that are not HTTP, and one that closes without
+        // answering: each attempt fails with a transport error and a retry is scheduled.
+        for answer in [&b"NOT HTTP AT ALL\r\n\r\n"[..], &b""[..]] {
+            let (url, requests) = answering(answer);
+            let store: Arc<Log> = Arc::new(Log::in_memory(StoreConfig::default()).unwrap());
+            let webhooks = Webhooks::start(config(), Arc::clone(&store) as Arc<dyn EventStore>, None).unwrap();
+            let hook = webhooks.create(endpoint(&url, "#")).unwrap();
+            append(&store, "anything");
+            webhooks.route().unwrap();
+            wait_for(|| webhooks.deliveries(&hook.id, None, 10).unwrap()[0].attempts == 1);
+            let delivery = &webhooks.deliveries(&hook.id, None, 10).unwrap()[0];
+            assert_eq!(delivery.status, Status::Pending);
+            assert_eq!(delivery.last_status_code, None);
+            assert!(delivery.last_error.is_some() && delivery.next_attempt_ns.is_some(), "{delivery:?}");
+            assert_eq!(requests.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    #[test]
     fn pending_deliveries_and_endpoints_survive_a_restart() {
         // Journaled state comes back: the endpoint with its secret, the pending delivery with
         // its attempts; an event appended while the service was down is routed at start.
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<Log> = Arc::new(Log::open(&dir.path().join("log"), StoreConfig::default()).unwrap());
+        let store: Arc<Log> = Arc::new(Log::open(dir.path().join("log"), StoreConfig::default()).unwrap());
         let dyn_store = || Arc::clone(&store) as Arc<dyn EventStore>;
         let (url, _) = answering(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n");
         let journal_dir = dir.path().join("webhooks");
