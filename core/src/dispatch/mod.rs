@@ -10,7 +10,7 @@
 
 mod bus;
 mod checkpoint;
-mod context;
+pub(crate) mod context;
 mod handler;
 mod metrics;
 pub mod ring;

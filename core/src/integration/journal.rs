@@ -89,12 +89,15 @@ pub struct Journal {
     bytes: u64,
     /// Scratch buffer for framing.
     buffer: Vec<u8>,
+    /// Why the journal refuses writes: its file could not be restored after a failed write or
+    /// compaction, so a later record could land where replay would not read it.
+    poisoned: Option<String>,
 }
 
 impl Journal {
     /// A journal that keeps nothing (the in-memory store's companion).
     pub fn in_memory() -> Journal {
-        Journal { path: None, file: None, bytes: 0, buffer: Vec::new() }
+        Journal { path: None, file: None, bytes: 0, buffer: Vec::new(), poisoned: None }
     }
 
     /// Opens (or creates) `dir/journal` and returns its records in order.
@@ -111,7 +114,8 @@ impl Journal {
             file.set_len(valid as u64).map_err(io)?;
             file.sync_data().map_err(io)?;
         }
-        let journal = Journal { path: Some(path), file: Some(file), bytes: valid as u64, buffer: Vec::new() };
+        let journal =
+            Journal { path: Some(path), file: Some(file), bytes: valid as u64, buffer: Vec::new(), poisoned: None };
         Ok((journal, records))
     }
 
@@ -120,15 +124,27 @@ impl Journal {
         self.bytes
     }
 
-    /// Appends records with one write (not synced; see [`Journal::sync`]).
+    fn io_error(&self, source: std::io::Error) -> JournalError {
+        JournalError::Io { path: self.path.clone().unwrap_or_default(), source }
+    }
+
+    /// Appends records with one write (not synced; see [`Journal::sync`]). A failed write is
+    /// cut back off the file, so the next append starts on a frame boundary.
     pub fn append(&mut self, records: &[Record]) -> Result<(), JournalError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(self.io_error(std::io::Error::other(reason.clone())));
+        }
         let Some(file) = &mut self.file else { return Ok(()) };
         self.buffer.clear();
         for record in records {
             frame(&mut self.buffer, record);
         }
-        file.write_all(&self.buffer)
-            .map_err(|source| JournalError::Io { path: self.path.clone().unwrap_or_default(), source })?;
+        if let Err(error) = file.write_all(&self.buffer) {
+            if let Err(cut) = file.set_len(self.bytes) {
+                self.poisoned = Some(format!("a failed write could not be cut off ({cut})"));
+            }
+            return Err(self.io_error(error));
+        }
         self.bytes += self.buffer.len() as u64;
         Ok(())
     }
@@ -156,11 +172,18 @@ impl Journal {
         file.write_all(&buffer).map_err(io)?;
         file.sync_all().map_err(io)?;
         std::fs::rename(&temporary, &path).map_err(io)?;
+        // From here the old file is gone: appends must go to the new one or nowhere.
+        match OpenOptions::new().append(true).open(&path) {
+            Ok(file) => self.file = Some(file),
+            Err(error) => {
+                self.poisoned = Some(format!("the compacted journal could not be reopened ({error})"));
+                return Err(io(error));
+            }
+        }
+        self.bytes = buffer.len() as u64;
         if let Some(dir) = path.parent() {
             File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
         }
-        self.file = Some(OpenOptions::new().append(true).open(&path).map_err(io)?);
-        self.bytes = buffer.len() as u64;
         Ok(())
     }
 }
@@ -192,14 +215,20 @@ fn parse(contents: &[u8], path: &Path) -> Result<(Vec<Record>, usize), JournalEr
             return Err(corrupt(at, format!("a record claims {len} bytes")));
         }
         let Some(body) = contents.get(at + 8..end) else { break };
+        if contents[at..].iter().all(|&byte| byte == 0) {
+            break; // a zero-filled tail: space allocated, never written
+        }
         if crc32c::crc32c(body) != crc {
             if end == contents.len() {
                 break; // the last frame, cut off mid-write
             }
             return Err(corrupt(at, "checksum mismatch".into()));
         }
-        let record =
-            serde_json::from_slice(body).map_err(|error| corrupt(at, format!("unreadable record: {error}")))?;
+        let record = match serde_json::from_slice(body) {
+            Ok(record) => record,
+            Err(_) if end == contents.len() => break, // a last frame that never made sense
+            Err(error) => return Err(corrupt(at, format!("unreadable record: {error}"))),
+        };
         records.push(record);
         at = end;
     }
@@ -233,6 +262,23 @@ mod tests {
         journal.append(&[through(3)]).unwrap();
         let (_, records) = Journal::open(dir.path()).unwrap();
         assert_eq!(records.last(), Some(&through(3)));
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_cut() {
+        // Space a crash left allocated but unwritten reads as zeros: truncated, not corruption.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path()).unwrap();
+        journal.append(&[through(1)]).unwrap();
+        drop(journal);
+        let path = dir.path().join("journal");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let valid = bytes.len();
+        bytes.extend_from_slice(&[0; 64]);
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, records) = Journal::open(dir.path()).unwrap();
+        assert_eq!(records, vec![through(1)]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), valid as u64);
     }
 
     #[test]

@@ -169,6 +169,9 @@ impl Webhooks {
         if record_count > 2 * snapshot.len() + 1_000 {
             state.journal.rewrite(&snapshot)?;
         }
+        // After a power loss under `interval` or `never`, the log can end before the journaled
+        // watermark; new events then take those positions again and must still be routed.
+        state.next_position = state.next_position.min(store.bounds().1);
         state.route(store.as_ref())?;
         let compacted = state.journal.bytes();
         let shared = Arc::new(Shared {
@@ -255,9 +258,14 @@ impl Webhooks {
             return Ok(());
         }
         let (host, port) = endpoint.host_and_port()?;
-        let literal = host.parse::<std::net::IpAddr>().is_ok();
-        let local_name = host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost");
-        if literal || local_name {
+        let lower = host.to_ascii_lowercase();
+        if lower == "localhost" || lower.ends_with(".localhost") {
+            // RFC 6761: these names are loopback; refused by name, without a lookup.
+            let reason = format!("`{host}` is a loopback name; set webhooks.allow_private_networks = true to allow it");
+            return Err(ValidationError::new("url", reason).into());
+        }
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            // A literal needs no DNS, so this cannot stall the caller.
             ssrf::vet(&host, port, false).map_err(|error| ValidationError::new("url", error.to_string()))?;
         }
         Ok(())
@@ -276,17 +284,17 @@ impl Webhooks {
 
     /// Changes an endpoint; re-enabling it resumes its pending deliveries.
     pub fn update(&self, id: &str, change: EndpointChange) -> Result<Endpoint, IntegrationError> {
-        let mut updated = self.get(id)?;
+        let mut state = self.shared.state.lock();
+        let current = state.endpoints.get(id).ok_or_else(|| not_found(id))?;
+        let was_enabled = current.endpoint.enabled;
+        let mut updated = current.endpoint.clone();
         updated.apply(change)?;
         self.vet_url(&updated)?;
-        let mut state = self.shared.state.lock();
-        let Some(current) = state.endpoints.get(id) else { return Err(not_found(id)) };
-        let resumed = updated.enabled && !current.endpoint.enabled;
         state.journal.append(&[Record::Endpoint(updated.clone())])?;
         state.journal.sync()?;
         state.put_endpoint(updated.clone());
         state.rebuild_matcher();
-        if resumed {
+        if updated.enabled && !was_enabled {
             if let Some(endpoint) = state.endpoints.get_mut(id) {
                 endpoint.healthy = true;
             }
@@ -467,8 +475,9 @@ fn schedule(shared: &Shared, fast: &Sender<Job>, slow: &Sender<Job>) {
 }
 
 /// A worker: takes jobs from its lane until the lane closes. After each attempt it takes the
-/// same endpoint's next ready delivery itself when the endpoint's bound allows (see [`settle`]),
-/// so a busy endpoint's deliveries flow without a round trip through the scheduler.
+/// same endpoint's next ready delivery itself, when its lane has nothing else waiting and the
+/// endpoint's bound allows (see [`settle`]), so a busy endpoint's deliveries flow without a round
+/// trip through the scheduler while other endpoints' jobs still go first.
 fn work(shared: &Shared, jobs: &Receiver<Job>, healthy_lane: bool) {
     let agent = delivery::agent(shared.config.timeout, shared.config.allow_private_networks);
     while let Ok(job) = jobs.recv() {
@@ -477,16 +486,36 @@ fn work(shared: &Shared, jobs: &Receiver<Job>, healthy_lane: bool) {
             if shared.stopping.load(Ordering::Acquire) {
                 return;
             }
+            if !still_wanted(shared, &job) {
+                break;
+            }
             let answer = delivery::attempt(&agent, &job);
-            next = settle(shared, &job, &answer, healthy_lane);
+            next = settle(shared, &job, &answer, healthy_lane && jobs.is_empty(), healthy_lane);
         }
     }
 }
 
+/// Whether a job taken from a lane should still be attempted: its endpoint may have been
+/// deleted or disabled while it waited. A job no longer wanted gives its slot back.
+fn still_wanted(shared: &Shared, job: &Job) -> bool {
+    let mut state = shared.state.lock();
+    let Some(endpoint) = state.endpoints.get_mut(&job.endpoint_id) else { return false };
+    if endpoint.endpoint.enabled {
+        return true;
+    }
+    endpoint.in_flight = endpoint.in_flight.saturating_sub(1);
+    if let Some(delivery) = endpoint.deliveries.get_mut(&job.message.id) {
+        delivery.in_flight = false;
+        endpoint.ready.push_front(job.message.id);
+    }
+    false
+}
+
 /// Applies an attempt's answer to its delivery and journals the new state. Returns the
-/// endpoint's next ready delivery for this worker when the endpoint is still on the worker's
-/// lane and under its bound; otherwise wakes the scheduler if it has something to do.
-fn settle(shared: &Shared, job: &Job, answer: &Answer, healthy_lane: bool) -> Option<Job> {
+/// endpoint's next ready delivery for this worker when `may_continue` and the endpoint is still
+/// on the worker's lane and under its bound; otherwise wakes the scheduler if it has something
+/// to do.
+fn settle(shared: &Shared, job: &Job, answer: &Answer, may_continue: bool, healthy_lane: bool) -> Option<Job> {
     let now = now_ns();
     let mut state = shared.state.lock();
     let policy = shared.config.retry;
@@ -552,7 +581,11 @@ fn settle(shared: &Shared, job: &Job, answer: &Answer, healthy_lane: bool) -> Op
     if let Err(error) = state.journal.append(&records) {
         eprintln!("herald: webhook journal: {error}");
     }
-    let next = next_for(&mut state, &job.endpoint_id, healthy_lane, shared.config.max_in_flight_per_endpoint);
+    let next = if may_continue {
+        next_for(&mut state, &job.endpoint_id, healthy_lane, shared.config.max_in_flight_per_endpoint)
+    } else {
+        None
+    };
     let ready_left = state.endpoints.get(&job.endpoint_id).is_some_and(|e| !e.ready.is_empty());
     drop(state);
     if timer.is_some() || disabled || (next.is_none() && ready_left) {

@@ -305,11 +305,14 @@ impl State {
             if let Some(reason) = failure {
                 return Err(RouteError::Corrupt(reason));
             }
+            // Journal first, then change memory: a failed write leaves the state as it was,
+            // and routing is retried from the same watermark.
             let mut records = Vec::new();
+            let mut deliveries = Vec::new();
             for (message, targets) in routed {
                 let mut wrote_message = false;
                 for endpoint_id in targets {
-                    let Some(endpoint) = self.endpoints.get_mut(&endpoint_id) else { continue };
+                    let Some(endpoint) = self.endpoints.get(&endpoint_id) else { continue };
                     if endpoint.deliveries.contains_key(&message.id) {
                         continue; // routed before a crash lost the watermark
                     }
@@ -319,7 +322,7 @@ impl State {
                     }
                     let state = DeliveryState {
                         message_id: message.id,
-                        endpoint_id: endpoint_id.clone(),
+                        endpoint_id,
                         status: Status::Pending,
                         attempts: 0,
                         budget_base: 0,
@@ -328,18 +331,23 @@ impl State {
                         next_attempt_ns: None,
                     };
                     records.push(Record::Delivery(state.clone()));
-                    endpoint
-                        .deliveries
-                        .insert(message.id, Delivery { state, message: Arc::clone(&message), in_flight: false });
-                    endpoint.ready.push_back(message.id);
+                    deliveries.push(Delivery { state, message: Arc::clone(&message), in_flight: false });
+                }
+            }
+            let done = summary.count < ROUTE_BATCH;
+            let next_position = summary.next_position.max(self.next_position);
+            records.push(Record::Through { next_position });
+            self.journal.append(&records)?;
+            self.next_position = next_position;
+            for delivery in deliveries {
+                if let Some(endpoint) = self.endpoints.get_mut(&delivery.state.endpoint_id) {
+                    let id = delivery.state.message_id;
+                    endpoint.deliveries.insert(id, delivery);
+                    endpoint.ready.push_back(id);
                     self.pending += 1;
                     created += 1;
                 }
             }
-            let done = summary.count < ROUTE_BATCH;
-            self.next_position = summary.next_position.max(self.next_position);
-            records.push(Record::Through { next_position: self.next_position });
-            self.journal.append(&records)?;
             if done {
                 return Ok(created);
             }

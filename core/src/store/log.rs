@@ -1016,9 +1016,9 @@ fn lock_directory(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
-/// Directories of Herald's other layers that share the data directory (the webhook journal,
-/// durable handlers' checkpoints); the log leaves them alone.
-const SIBLING_DIRS: [&str; 2] = ["webhooks", "checkpoints"];
+/// Directories of Herald's other layers that share the data directory (the webhook journal);
+/// the log leaves them alone.
+const SIBLING_DIRS: [&str; 1] = ["webhooks"];
 
 /// A segment file as found at open, before recovery touched it.
 struct SegmentFile {

@@ -17,14 +17,12 @@ pub mod config;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::dispatch::{
-    Backpressure, BusConfig, BusError, BusMetrics, EventBus, PendingDispatch, Subscription, WaitStrategy,
-};
+use crate::dispatch::{Backpressure, BusConfig, BusError, BusMetrics, EventBus, PendingDispatch, WaitStrategy};
 use crate::event::EventDraft;
 use crate::integration::bridge::{IntegrationBridge, Rule};
 use crate::integration::{IntegrationError, IntegrationEvent, RetryPolicy, WebhookConfig, WebhookMetrics, Webhooks};
@@ -125,18 +123,14 @@ impl SystemBuilder {
 pub struct System {
     config: Config,
     store: Arc<dyn EventStore>,
-    bus: Arc<EventBus>,
-    webhooks: Arc<Webhooks>,
+    bus: EventBus,
+    webhooks: Webhooks,
+    /// The `[[bridge.integration]]` rules, when there are any.
+    bridge: Option<IntegrationBridge>,
     /// Integration events were appended without being routed yet (see [`System::after_sync`]).
     unrouted: AtomicBool,
     started: Instant,
 }
-
-/// What the bridge handler publishes through, set once the system is built.
-type BridgeTarget = Arc<OnceLock<(Weak<EventBus>, Weak<Webhooks>)>>;
-
-/// Name of the bridge's durable handler.
-const BRIDGE_HANDLER: &str = "herald-bridge-integration";
 
 impl System {
     /// Opens the store, the webhook service and the bus as `config` says (which must be
@@ -150,23 +144,14 @@ impl System {
             Arc::new(Log::open(&config.server.data_dir, store_config)?)
         };
         let webhooks_dir = (!in_memory).then(|| config.server.data_dir.join("webhooks"));
-        let webhooks = Arc::new(Webhooks::start(
+        let webhooks = Webhooks::start(
             webhook_config(&config, store.syncs_before_ack()),
             Arc::clone(&store),
             webhooks_dir.as_deref(),
-        )?);
-        let mut bus_config = bus_config(&config);
-        if !in_memory {
-            bus_config.checkpoint_dir = Some(config.server.data_dir.join("checkpoints"));
-        }
-        let mut builder = EventBus::builder(Arc::clone(&store), bus_config);
-        let target: BridgeTarget = Arc::new(OnceLock::new());
-        if !config.bridge.integration.is_empty() {
-            builder = builder.subscribe(bridge_subscription(&config, Arc::clone(&target))?);
-        }
-        let bus = Arc::new(builder.build()?);
-        let _ = target.set((Arc::downgrade(&bus), Arc::downgrade(&webhooks)));
-        Ok(System { config, store, bus, webhooks, unrouted: AtomicBool::new(false), started: Instant::now() })
+        )?;
+        let bridge = integration_bridge(&config)?;
+        let bus = EventBus::builder(Arc::clone(&store), bus_config(&config)).build()?;
+        Ok(System { config, store, bus, webhooks, bridge, unrouted: AtomicBool::new(false), started: Instant::now() })
     }
 
     /// The configuration it runs with.
@@ -189,15 +174,48 @@ impl System {
         self.started.elapsed()
     }
 
-    /// Publishes drafts (append, then dispatch), acknowledged per the durability setting.
+    /// Publishes drafts (append, then dispatch), acknowledged per the durability setting. With
+    /// `[[bridge.integration]]` rules, the integration events the drafts become are appended in
+    /// the same atomic batch and routed to webhooks; the outcome lists the drafts' own events.
     pub fn publish(&self, drafts: Vec<EventDraft>) -> Result<AppendOutcome, BusError> {
-        self.bus.publish_batch(drafts)
+        let (drafts, own) = self.bridged(drafts);
+        let outcome = self.bus.publish_batch(drafts)?;
+        if outcome.events().len() > own {
+            self.note_integration(&outcome, own);
+            self.route_now();
+        }
+        Ok(truncated(outcome, own))
     }
 
     /// Publishes drafts without waiting for an fsync; see [`EventBus::publish_batch_deferred`].
-    /// The caller calls [`System::sync_pending`] before acknowledging, then dispatches.
+    /// The caller calls [`System::sync_pending`] before acknowledging, then dispatches and calls
+    /// [`System::after_sync`].
     pub fn publish_deferred(&self, drafts: Vec<EventDraft>) -> Result<(AppendOutcome, PendingDispatch<'_>), BusError> {
-        self.bus.publish_batch_deferred(drafts)
+        let (drafts, own) = self.bridged(drafts);
+        let (outcome, pending) = self.bus.publish_batch_deferred(drafts)?;
+        if outcome.events().len() > own {
+            self.note_integration(&outcome, own);
+            self.unrouted.store(true, Ordering::Release);
+        }
+        Ok((truncated(outcome, own), pending))
+    }
+
+    /// The drafts with their bridged integration events appended, and how many were given.
+    fn bridged(&self, mut drafts: Vec<EventDraft>) -> (Vec<EventDraft>, usize) {
+        let own = drafts.len();
+        if let Some(bridge) = &self.bridge {
+            drafts.iter_mut().for_each(crate::dispatch::context::apply);
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            let bridged = bridge.prepare(&mut drafts, now as u64);
+            drafts.extend(bridged);
+        }
+        (drafts, own)
+    }
+
+    fn note_integration(&self, outcome: &AppendOutcome, own: usize) {
+        if let AppendOutcome::Appended(events) = outcome {
+            self.webhooks.note_published(events.len().saturating_sub(own) as u64);
+        }
     }
 
     /// Makes deferred publishes durable when the durability setting asks for an fsync before
@@ -221,7 +239,8 @@ impl System {
     pub fn publish_integration(&self, event: IntegrationEvent) -> Result<AppendOutcome, SystemError> {
         event.validate().map_err(|error| SystemError::Store(StoreError::Invalid(error)))?;
         let outcome = self.bus.publish_batch(vec![event.to_draft()])?;
-        self.routed(&outcome);
+        self.note_integration(&outcome, 0);
+        self.route_now();
         Ok(outcome)
     }
 
@@ -234,27 +253,20 @@ impl System {
     ) -> Result<(AppendOutcome, PendingDispatch<'_>), SystemError> {
         event.validate().map_err(|error| SystemError::Store(StoreError::Invalid(error)))?;
         let (outcome, pending) = self.bus.publish_batch_deferred(vec![event.to_draft()])?;
-        if let AppendOutcome::Appended(events) = &outcome {
-            self.webhooks.note_published(events.len() as u64);
-            self.unrouted.store(true, Ordering::Release);
-        }
+        self.note_integration(&outcome, 0);
+        self.unrouted.store(true, Ordering::Release);
         Ok((outcome, pending))
     }
 
     /// Work due once deferred appends are durable: routes integration events appended since.
     pub fn after_sync(&self) {
         if self.unrouted.swap(false, Ordering::AcqRel) {
-            if let Err(error) = self.webhooks.route() {
-                eprintln!("herald: webhook routing deferred: {error}");
-                self.webhooks.route_later();
-            }
+            self.route_now();
         }
     }
 
-    fn routed(&self, outcome: &AppendOutcome) {
-        if let AppendOutcome::Appended(events) = outcome {
-            self.webhooks.note_published(events.len() as u64);
-        }
+    /// Routes now; if that fails (the journal could not be written), the scheduler retries.
+    fn route_now(&self) {
         if let Err(error) = self.webhooks.route() {
             eprintln!("herald: webhook routing deferred: {error}");
             self.webhooks.route_later();
@@ -349,8 +361,11 @@ fn webhook_config(config: &Config, sync_routing: bool) -> WebhookConfig {
     }
 }
 
-/// The durable handler that runs the `[[bridge.integration]]` rules on domain events.
-fn bridge_subscription(config: &Config, target: BridgeTarget) -> Result<Subscription, SystemError> {
+/// The `[[bridge.integration]]` rules, compiled (none: `None`).
+fn integration_bridge(config: &Config) -> Result<Option<IntegrationBridge>, SystemError> {
+    if config.bridge.integration.is_empty() {
+        return Ok(None);
+    }
     let rules = config
         .bridge
         .integration
@@ -358,23 +373,21 @@ fn bridge_subscription(config: &Config, target: BridgeTarget) -> Result<Subscrip
         .map(|rule| Rule { pattern: rule.pattern.clone(), version: rule.version.clone() })
         .collect();
     let bridge = IntegrationBridge::new(rules).map_err(|error| BusError::Config(error.to_string()))?;
-    let subscription = Subscription::all(BRIDGE_HANDLER, move |view| {
-        let events = bridge.translate(view);
-        if events.is_empty() {
-            return Ok(());
+    Ok(Some(bridge))
+}
+
+/// `outcome` with only its first `own` results (the drafts the caller gave).
+fn truncated(outcome: AppendOutcome, own: usize) -> AppendOutcome {
+    match outcome {
+        AppendOutcome::Appended(mut events) => {
+            events.truncate(own);
+            AppendOutcome::Appended(events)
         }
-        let Some((bus, webhooks)) = target.get() else { return Err("the system is not built yet".into()) };
-        let (Some(bus), Some(webhooks)) = (bus.upgrade(), webhooks.upgrade()) else {
-            return Err("the system is shutting down".into());
-        };
-        let drafts = events.iter().map(IntegrationEvent::to_draft).collect();
-        if let AppendOutcome::Appended(appended) = bus.publish_batch(drafts)? {
-            webhooks.note_published(appended.len() as u64);
+        AppendOutcome::AlreadyAppended(mut events) => {
+            events.truncate(own);
+            AppendOutcome::AlreadyAppended(events)
         }
-        webhooks.route()?;
-        Ok(())
-    });
-    Ok(subscription.group(BRIDGE_HANDLER).durable())
+    }
 }
 
 fn bus_config(config: &Config) -> BusConfig {
@@ -426,6 +439,41 @@ mod tests {
         assert_eq!(config.server.data_dir, dir.path());
         let system = System::from_config(config).unwrap();
         assert!(system.store().syncs_before_ack());
+    }
+
+    #[test]
+    fn bridged_integration_events_are_appended_with_their_domain_event_and_stay_idempotent() {
+        // One atomic append holds the domain event and its integration event; the outcome lists
+        // only the domain event; re-sending the same id appends nothing.
+        let file = "[[bridge.integration]]\nmatch = \"task.*\"\nversion = \"2.0.0\"\n";
+        let system = SystemBuilder::testing().config_toml(file).build().unwrap();
+        let id = crate::event::Uuid::now_v7();
+        let draft = EventDraft::new("TaskCompleted", "t1", r#"{"n":1}"#).with_id(id);
+        let outcome = system.publish(vec![draft.clone(), EventDraft::new("ProjectArchived", "p1", "{}")]).unwrap();
+        assert!(matches!(outcome, AppendOutcome::Appended(_)));
+        assert_eq!(outcome.events().len(), 2, "only the given drafts are listed");
+        let again = system.publish(vec![draft]).unwrap();
+        assert!(matches!(again, AppendOutcome::AlreadyAppended(_)));
+        let mut records = Vec::new();
+        system
+            .store()
+            .read(&crate::store::ReadQuery::default(), &mut |view| {
+                records.push((view.kind, view.event_type.to_string(), view.causation_id));
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
+        use crate::event::EventKind::{Domain, Integration};
+        assert_eq!(
+            records,
+            vec![
+                (Domain, "TaskCompleted".to_string(), None),
+                (Domain, "ProjectArchived".to_string(), None),
+                (Integration, "task.completed".to_string(), Some(id)),
+            ]
+        );
+        let metrics = system.metrics_json();
+        assert_eq!(metrics["integration_events"]["published"], 1);
+        assert_eq!(metrics["domain_events"]["published"], 2);
     }
 
     #[test]
