@@ -153,6 +153,22 @@ fn verify(level: Level, data_dir: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let webhooks_dir = data_dir.join("webhooks");
+    match herald_core::integration::journal::Journal::verify(&webhooks_dir) {
+        Ok((records, torn)) => log(
+            level,
+            Level::Info,
+            &format!(
+                "{}: ok: {records} webhook journal records{}",
+                webhooks_dir.display(),
+                if torn { " (a torn last write follows; the next start cuts it)" } else { "" }
+            ),
+        ),
+        Err(error) => {
+            eprintln!("herald: {}: damaged: {error}", webhooks_dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
     match log_handle.verify() {
         Ok(report) => {
             log(

@@ -119,6 +119,20 @@ impl Journal {
         Ok((journal, records))
     }
 
+    /// Checks `dir/journal` without changing it (`herald verify`): every frame's checksum and
+    /// record; a torn tail is reported as such (the next start cuts it). Returns the number of
+    /// valid records and whether a torn tail follows them. A missing journal holds 0 records.
+    pub fn verify(dir: &Path) -> Result<(usize, bool), JournalError> {
+        let path = dir.join("journal");
+        let contents = match std::fs::read(&path) {
+            Ok(contents) => contents,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((0, false)),
+            Err(source) => return Err(JournalError::Io { path, source }),
+        };
+        let (records, valid) = parse(&contents, &path)?;
+        Ok((records.len(), valid < contents.len()))
+    }
+
     /// Bytes in the file.
     pub fn bytes(&self) -> u64 {
         self.bytes
