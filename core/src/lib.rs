@@ -8,6 +8,7 @@
 //! - [`routing`]: routing keys and AMQP-topic patterns, one matcher for every subscriber.
 //! - [`dispatch`]: the lock-free ring and the domain event bus.
 //! - [`integration`]: integration events, webhook endpoints, the durable outbox and delivery.
+//! - [`realtime`]: WebSocket events, auth, rooms, presence, priority queues and fan-out.
 //! - [`system`]: the unified system (store, dispatch, webhooks, bridges), presets and config.
 //! - [`server`]: the HTTP front on a mio reactor; the `herald` binary serves it.
 #![deny(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod dispatch;
 pub mod event;
 pub mod integration;
 pub mod metrics;
+pub mod realtime;
 pub mod routing;
 pub mod server;
 pub mod store;

@@ -24,6 +24,7 @@ use crate::event::time::{format_rfc3339_micros, parse_rfc3339};
 use crate::event::DraftJson;
 use crate::event::{EventDraft, EventKind, ValidationError};
 use crate::integration::IntegrationEvent;
+use crate::realtime::WsEvent;
 use crate::store::{AppendOutcome, EventView, ReadQuery, StoreError};
 use crate::system::{System, SystemError};
 
@@ -86,6 +87,10 @@ pub fn handle<'a>(system: &'a System, request: &Request, shutting_down: bool) ->
             _ if is_read => webhooks::list(system),
             _ => not_allowed("GET, POST"),
         }),
+        "broadcast" => Reply::Now(match method {
+            Method::Post => broadcast(system, request),
+            _ => not_allowed("POST"),
+        }),
         "metrics" if is_read => Reply::Now(json_response(200, &system.metrics_json())),
         "metrics" => Reply::Now(not_allowed("GET")),
         _ => {
@@ -100,6 +105,12 @@ pub fn handle<'a>(system: &'a System, request: &Request, shutting_down: bool) ->
                     Method::Put => save_snapshot(system, request, aggregate_id),
                     _ if is_read => load_snapshot(system, aggregate_id),
                     _ => not_allowed("GET, PUT"),
+                });
+            }
+            if let Some(room) = rest.strip_prefix("presence/").filter(|room| !room.is_empty()) {
+                return Reply::Now(match method {
+                    _ if is_read => presence(system, room),
+                    _ => not_allowed("GET"),
                 });
             }
             if let Some(rest) = rest.strip_prefix("webhooks/").filter(|id| !id.is_empty()) {
@@ -232,6 +243,39 @@ fn publish_integration<'a>(system: &'a System, request: &Request) -> Reply<'a> {
         Err(SystemError::Store(error)) => Reply::Now(store_error(&error)),
         Err(other) => Reply::Now(Response::error(500, "internal_error", &other.to_string())),
     }
+}
+
+fn broadcast(system: &System, request: &Request) -> Response {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let event = match WsEvent::from_request(&request.body, now) {
+        Ok(event) => event,
+        Err(error) => return invalid_request(&error, None),
+    };
+    match system.broadcast(event) {
+        Ok((event, delivered)) => {
+            let mut body = json!({"id": event.id, "delivered": delivered});
+            if let Some(position) = event.position {
+                body["position"] = json!(position);
+            }
+            json_response(202, &body)
+        }
+        Err(SystemError::Bus(error)) => bus_error(&error),
+        Err(SystemError::Store(error)) => store_error(&error),
+        Err(other) => Response::error(500, "internal_error", &other.to_string()),
+    }
+}
+
+fn presence(system: &System, room: &str) -> Response {
+    let members: Vec<serde_json::Value> = system
+        .realtime()
+        .hub()
+        .members(room)
+        .into_iter()
+        .map(|(user, member)| {
+            json!({"user_id": user, "connections": member.connections, "joined_at": format_rfc3339_micros(member.joined_ns)})
+        })
+        .collect();
+    json_response(200, &json!({"room": room, "members": members}))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ mod api;
 mod prometheus;
 mod reactor;
 mod webhooks;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -32,8 +32,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::api::{self, Reply};
 use super::http::{self, Limits, Method, Parsed, Response, Version};
+use super::websocket::{self, Received, Upgrade, WsConn};
 use super::{ServerError, ServerHandle};
 use crate::dispatch::PendingDispatch;
+use crate::realtime::frame;
 use crate::system::System;
 
 const LISTENER: Token = Token(0);
@@ -50,6 +52,9 @@ const MAX_UNSENT_BYTES: usize = 4 * 1024 * 1024;
 const MAX_ANSWERS_PER_TURN: usize = 256;
 /// How often connections are checked for timeouts.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// Bytes of a WebSocket connection's frames moved from its priority queue to its socket buffer
+/// at a time: the rest wait in the queue, where a higher priority can still overtake them.
+const WS_OUTPUT_BOUND: usize = 256 * 1024;
 
 struct Settings {
     limits: Limits,
@@ -57,6 +62,9 @@ struct Settings {
     idle_timeout: Duration,
     request_timeout: Duration,
     shutdown_timeout: Duration,
+    ws_max_frame_bytes: usize,
+    ws_ping_interval: Duration,
+    ws_idle_timeout: Duration,
 }
 
 pub(super) struct Reactor {
@@ -67,6 +75,8 @@ pub(super) struct Reactor {
     next_token: usize,
     /// Connections that stopped reading early (backpressure) and must be read again.
     unread: Vec<Token>,
+    /// WebSocket connections whose queue still holds frames after their output drained.
+    pump_again: Vec<Token>,
     /// Where reads land before they are appended to a connection's input.
     scratch: Box<[u8]>,
     system: Arc<System>,
@@ -99,6 +109,8 @@ struct Connection {
     answer_blocked: bool,
     /// An interim `100 Continue` for the partial request, sent after this turn's answers.
     interim: Vec<u8>,
+    /// Set once the connection was upgraded to WebSocket (`input` then holds frames).
+    ws: Option<Box<WsConn>>,
 }
 
 struct Answer {
@@ -109,6 +121,8 @@ struct Answer {
     /// For an append: which of the turn's settles makes it durable (its answer becomes an error
     /// if that settle's fsync fails).
     settle: Option<u32>,
+    /// For an accepted WebSocket upgrade: the `101` bytes, sent instead of `response`.
+    upgrade: Option<Vec<u8>>,
 }
 
 /// Events a turn may append before it settles them mid-turn (their ring slots stay claimed
@@ -180,7 +194,11 @@ impl Reactor {
             idle_timeout: Duration::from_millis(server.idle_timeout_ms),
             request_timeout: Duration::from_millis(server.request_timeout_ms),
             shutdown_timeout: Duration::from_millis(server.shutdown_timeout_ms),
+            ws_max_frame_bytes: config.websocket.max_frame_bytes,
+            ws_ping_interval: Duration::from_millis(config.websocket.ping_interval_ms),
+            ws_idle_timeout: Duration::from_millis(config.websocket.idle_timeout_ms),
         };
+        system.realtime().set_waker(Arc::clone(&waker));
         Ok(Reactor {
             poll,
             listener: Some(listener),
@@ -188,6 +206,7 @@ impl Reactor {
             connections: HashMap::new(),
             next_token: FIRST_CONNECTION,
             unread: Vec::new(),
+            pump_again: Vec::new(),
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             system,
             settings,
@@ -210,7 +229,7 @@ impl Reactor {
         let mut last_sweep = Instant::now();
         let system = Arc::clone(&self.system);
         loop {
-            let timeout = if self.unread.is_empty() { TICK } else { Duration::ZERO };
+            let timeout = if self.unread.is_empty() && self.pump_again.is_empty() { TICK } else { Duration::ZERO };
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
                 if error.kind() != ErrorKind::Interrupted {
                     return Err(ServerError::Reactor(error));
@@ -243,12 +262,19 @@ impl Reactor {
                 if readable {
                     connection.read_some(&self.settings.limits, &mut self.scratch);
                 }
-                connection.answer(&system, &self.settings.limits, shutting_down, &mut turn);
+                if connection.ws.is_some() {
+                    connection.receive_frames(token, &system);
+                } else {
+                    connection.answer(token, &system, &self.settings, shutting_down, &mut turn);
+                }
             }
             turn.settle(&system);
             for &(token, _) in &touched {
                 let Some(connection) = self.connections.get_mut(&token) else { continue };
                 connection.serialize(&turn);
+                if connection.ws.is_some() {
+                    continue; // flushed by `pump` below
+                }
                 if connection.flush() {
                     self.close(token);
                 } else if connection.blocked() && connection.unsent() < MAX_UNSENT_BYTES {
@@ -257,6 +283,9 @@ impl Reactor {
                     self.unread.push(token);
                 }
             }
+            let mut pumped: Vec<Token> = self.pump_again.drain(..).collect();
+            pumped.extend(touched.iter().map(|&(token, _)| token));
+            self.pump(pumped);
             if self.stop.load(Ordering::Acquire) && shutdown_deadline.is_none() {
                 shutdown_deadline = Some(Instant::now() + self.settings.shutdown_timeout);
                 self.stop_accepting();
@@ -301,6 +330,55 @@ impl Reactor {
         }
     }
 
+    /// Moves queued frames of WebSocket connections (those the hub marked, and `extra`) into
+    /// their output, within [`WS_OUTPUT_BOUND`], and sends; makes the closes the hub asked for.
+    fn pump(&mut self, extra: Vec<Token>) {
+        let mut tokens: Vec<Token> = {
+            let mut hub = self.system.realtime().hub();
+            let mut tokens: Vec<Token> = hub.take_dirty().into_iter().map(Token).collect();
+            tokens.extend(extra);
+            tokens.sort_unstable();
+            tokens.dedup();
+            tokens.retain(|token| self.connections.get(token).is_some_and(|c| c.ws.is_some()));
+            for token in &tokens {
+                let (Some(connection), Some(conn)) = (self.connections.get_mut(token), hub.conn_mut(token.0)) else {
+                    continue;
+                };
+                if connection.closing {
+                    continue;
+                }
+                if let Some((code, reason)) = conn.close {
+                    connection.output.extend_from_slice(&frame::close(code, reason));
+                    connection.closing = true;
+                    continue;
+                }
+                while connection.unsent() < WS_OUTPUT_BOUND {
+                    let Some(frame) = conn.queue.pop() else { break };
+                    connection.output.extend_from_slice(&frame);
+                }
+            }
+            tokens
+        };
+        tokens.retain(|token| {
+            let Some(connection) = self.connections.get_mut(token) else { return false };
+            if connection.flush_ws() {
+                self.close(*token);
+                return false;
+            }
+            connection.unsent() == 0
+        });
+        if tokens.is_empty() {
+            return;
+        }
+        // Output drained completely: pump again next turn if frames are still queued.
+        let hub = self.system.realtime().hub();
+        for token in tokens {
+            if hub.queued(token.0) > 0 {
+                self.pump_again.push(token);
+            }
+        }
+    }
+
     fn stop_accepting(&mut self) {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
@@ -312,6 +390,29 @@ impl Reactor {
         let now = Instant::now();
         let mut expired = Vec::new();
         for (&token, connection) in &mut self.connections {
+            if let Some(ws) = &mut connection.ws {
+                let queued = self.system.realtime().hub().queued(token.0);
+                let close = if shutting_down && connection.output.len() == connection.sent && queued == 0 {
+                    Some((1001, "server shutting down"))
+                } else if now.duration_since(ws.last_heard) >= self.settings.ws_idle_timeout {
+                    Some((1001, "idle timeout"))
+                } else {
+                    None
+                };
+                if let Some((code, reason)) = close {
+                    if !connection.closing {
+                        connection.output.extend_from_slice(&frame::close(code, reason));
+                        connection.closing = true;
+                    }
+                } else if now.duration_since(ws.last_ping) >= self.settings.ws_ping_interval {
+                    ws.last_ping = now;
+                    connection.output.extend_from_slice(&frame::ping());
+                }
+                if connection.flush_ws() {
+                    expired.push(token);
+                }
+                continue;
+            }
             // While shutting down, a connection owed nothing is closed, even mid-request: that
             // request would be refused anyway.
             let owed_nothing = connection.unsent() == 0 && connection.answers.is_empty();
@@ -326,7 +427,14 @@ impl Reactor {
                     connection.partial_since = None;
                     connection.closing = true;
                     let version = Version::Http11;
-                    connection.answers.push(Answer { response, version, keep_alive: false, head: false, settle: None });
+                    connection.answers.push(Answer {
+                        response,
+                        version,
+                        keep_alive: false,
+                        head: false,
+                        settle: None,
+                        upgrade: None,
+                    });
                     connection.serialize(&Turn::new());
                     if connection.flush() {
                         expired.push(token);
@@ -346,8 +454,12 @@ impl Reactor {
     fn close(&mut self, token: Token) {
         if let Some(mut connection) = self.connections.remove(&token) {
             let _ = self.poll.registry().deregister(&mut connection.stream);
+            if connection.ws.is_some() {
+                self.system.realtime().hub().disconnect(token.0);
+            }
         }
         self.unread.retain(|t| *t != token);
+        self.pump_again.retain(|t| *t != token);
     }
 }
 
@@ -367,7 +479,46 @@ impl Connection {
             read_blocked: false,
             answer_blocked: false,
             interim: Vec::new(),
+            ws: None,
         }
+    }
+
+    /// Reads the WebSocket frames in the input: text messages go to the hub; a close the
+    /// gateway must make is queued as a close frame.
+    fn receive_frames(&mut self, token: Token, system: &System) {
+        let Some(ws) = &mut self.ws else { return };
+        if self.input.is_empty() && !self.peer_closed {
+            return;
+        }
+        let received = {
+            let realtime = system.realtime();
+            let mut hub = None;
+            ws.receive(&mut self.input, &mut self.output, |text| {
+                hub.get_or_insert_with(|| realtime.hub()).handle(token.0, text, system.store().as_ref())
+            })
+        };
+        match received {
+            Received::More => {}
+            Received::PeerClosed => self.closing = true,
+            Received::Close(code, reason) => {
+                self.output.extend_from_slice(&frame::close(code, reason));
+                self.closing = true;
+                self.input.clear();
+            }
+        }
+    }
+
+    /// [`Connection::flush`] for a WebSocket connection, which has no answers; shrinks idle
+    /// buffers so an idle connection holds little memory.
+    fn flush_ws(&mut self) -> bool {
+        let done = self.flush();
+        if self.output.capacity() > 16 * 1024 && self.output.is_empty() {
+            self.output = Vec::new();
+        }
+        if self.input.capacity() > 16 * 1024 && self.input.is_empty() {
+            self.input = Vec::new();
+        }
+        done
     }
 
     fn unsent(&self) -> usize {
@@ -426,8 +577,17 @@ impl Connection {
         }
     }
 
-    /// Answers every complete request in the input, in order.
-    fn answer<'a>(&mut self, system: &'a System, limits: &Limits, shutting_down: bool, turn: &mut Turn<'a>) {
+    /// Answers every complete request in the input, in order; an accepted WebSocket upgrade
+    /// switches the connection to frames (the rest of the input is the client's first frames).
+    fn answer<'a>(
+        &mut self,
+        token: Token,
+        system: &'a System,
+        settings: &Settings,
+        shutting_down: bool,
+        turn: &mut Turn<'a>,
+    ) {
+        let limits = &settings.limits;
         let mut consumed_total = 0;
         self.answer_blocked = false;
         while !self.closing {
@@ -459,12 +619,42 @@ impl Connection {
                         // Reads see this turn's appends: settle them first.
                         turn.settle(system);
                     }
+                    if request.path == "/v1/ws" && !shutting_down {
+                        match websocket::upgrade(system, &request) {
+                            Upgrade::Accept(bytes, identity) => {
+                                let response = Response::empty(101);
+                                let upgrade = Some(bytes);
+                                self.answers.push(Answer {
+                                    response,
+                                    version,
+                                    keep_alive,
+                                    head,
+                                    settle: None,
+                                    upgrade,
+                                });
+                                self.ws = Some(Box::new(WsConn::new(settings.ws_max_frame_bytes)));
+                                system.realtime().hub().connect(token.0, identity);
+                                self.partial_since = None;
+                                self.input.drain(..consumed_total);
+                                return;
+                            }
+                            Upgrade::Refuse(response) => {
+                                let (keep_alive, settle, upgrade) = (false, None, None);
+                                self.answers.push(Answer { response, version, keep_alive, head, settle, upgrade });
+                                self.closing = true;
+                                continue;
+                            }
+                        }
+                    }
                     let answer = match api::handle(system, &request, shutting_down) {
-                        Reply::Now(response) => Answer { response, version, keep_alive, head, settle: None },
+                        Reply::Now(response) => {
+                            Answer { response, version, keep_alive, head, settle: None, upgrade: None }
+                        }
                         Reply::AfterSync(response, pending) => {
                             turn.pending_events += pending.len();
                             turn.pending.push(pending);
-                            Answer { response, version, keep_alive, head, settle: Some(turn.settles) }
+                            let settle = Some(turn.settles);
+                            Answer { response, version, keep_alive, head, settle, upgrade: None }
                         }
                     };
                     if turn.pending_events >= MAX_PENDING_EVENTS {
@@ -478,7 +668,8 @@ impl Connection {
                 Err(error) => {
                     let response = error.to_response();
                     let version = Version::Http11;
-                    self.answers.push(Answer { response, version, keep_alive: false, head: false, settle: None });
+                    let (keep_alive, head, settle, upgrade) = (false, false, None, None);
+                    self.answers.push(Answer { response, version, keep_alive, head, settle, upgrade });
                     self.closing = true;
                     consumed_total = self.input.len();
                 }
@@ -495,6 +686,10 @@ impl Connection {
             self.sent = 0;
         }
         for answer in self.answers.drain(..) {
+            if let Some(bytes) = &answer.upgrade {
+                self.output.extend_from_slice(bytes);
+                continue;
+            }
             let response = match answer.settle.and_then(|settle| turn.failure_for(settle)) {
                 Some(cause) => Response::error(
                     500,

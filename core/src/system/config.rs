@@ -387,6 +387,9 @@ pub struct WebSocketSection {
     pub ping_interval_ms: u64,
     /// A connection silent this long is closed with 1001.
     pub idle_timeout_ms: u64,
+    /// Persistent events one `subscribe` with `since` replays at most; further back answers
+    /// `recovered: false` (like Centrifugo's `history_size`).
+    pub history_size: usize,
 }
 
 impl Default for WebSocketSection {
@@ -396,6 +399,7 @@ impl Default for WebSocketSection {
             send_queue_frames: 1024,
             ping_interval_ms: 25_000,
             idle_timeout_ms: 60_000,
+            history_size: 10_000,
         }
     }
 }
@@ -687,6 +691,7 @@ impl Config {
         let websocket = &self.websocket;
         at_least("websocket.max_frame_bytes", websocket.max_frame_bytes, MIN_MESSAGE_BYTES)?;
         at_least("websocket.send_queue_frames", websocket.send_queue_frames, 1)?;
+        at_least("websocket.history_size", websocket.history_size, 1)?;
         at_least("websocket.ping_interval_ms", websocket.ping_interval_ms, 1)?;
         if websocket.idle_timeout_ms <= websocket.ping_interval_ms {
             return Err(invalid(
@@ -904,6 +909,7 @@ max_frame_bytes = 65536          # 64 KiB
 send_queue_frames = 1024
 ping_interval_ms = 25000
 idle_timeout_ms = 60000
+history_size = 10000             # events one `subscribe` with `since` replays at most
 
 [[bridge.integration]]           # domain -> integration
 match = "task.*"                 # on the routing key of the type: TaskCompleted -> task.completed

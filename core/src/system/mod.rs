@@ -24,10 +24,14 @@ use serde_json::json;
 
 use crate::dispatch::{Backpressure, BusConfig, BusError, BusMetrics, EventBus, PendingDispatch, WaitStrategy};
 use crate::event::EventDraft;
+use crate::event::EventKind;
 use crate::integration::bridge::{IntegrationBridge, Rule};
 use crate::integration::{IntegrationError, IntegrationEvent, RetryPolicy, WebhookConfig, WebhookMetrics, Webhooks};
+use crate::realtime::bridge::{Rule as WsRule, WsBridge};
+use crate::realtime::{Priority, Realtime, RealtimeMetrics, WsEvent};
 use crate::store::{AppendOutcome, Durability, EventStore, Log, Retention, StoreConfig, StoreError, StoreMetrics};
 use config::{BackpressureMode, Config, ConfigError, FsyncPolicy, Preset, WaitMode};
+use config::{RulePriority, RuleSource};
 
 /// The system layer's errors.
 #[derive(Debug, thiserror::Error)]
@@ -127,8 +131,13 @@ pub struct System {
     webhooks: Webhooks,
     /// The `[[bridge.integration]]` rules, when there are any.
     bridge: Option<IntegrationBridge>,
+    /// The `[[bridge.websocket]]` rules, when there are any.
+    ws_bridge: Option<WsBridge>,
+    realtime: Realtime,
     /// Integration events were appended without being routed yet (see [`System::after_sync`]).
     unrouted: AtomicBool,
+    /// Bridged WebSocket events of deferred appends, fanned out by [`System::after_sync`].
+    unsent: parking_lot::Mutex<Vec<WsEvent>>,
     started: Instant,
 }
 
@@ -150,8 +159,21 @@ impl System {
             webhooks_dir.as_deref(),
         )?;
         let bridge = integration_bridge(&config)?;
+        let ws_bridge = websocket_bridge(&config)?;
+        let realtime = Realtime::new(config.websocket.send_queue_frames, config.websocket.history_size);
         let bus = EventBus::builder(Arc::clone(&store), bus_config(&config)).build()?;
-        Ok(System { config, store, bus, webhooks, bridge, unrouted: AtomicBool::new(false), started: Instant::now() })
+        Ok(System {
+            config,
+            store,
+            bus,
+            webhooks,
+            bridge,
+            ws_bridge,
+            realtime,
+            unrouted: AtomicBool::new(false),
+            unsent: parking_lot::Mutex::new(Vec::new()),
+            started: Instant::now(),
+        })
     }
 
     /// The configuration it runs with.
@@ -174,47 +196,97 @@ impl System {
         self.started.elapsed()
     }
 
-    /// Publishes drafts (append, then dispatch), acknowledged per the durability setting. With
-    /// `[[bridge.integration]]` rules, the integration events the drafts become are appended in
-    /// the same atomic batch and routed to webhooks; the outcome lists the drafts' own events.
+    /// Publishes drafts (append, then dispatch), acknowledged per the durability setting. The
+    /// bridges run on them: the integration and persistent WebSocket events they become are
+    /// appended in the same atomic batch, integration events are routed to webhooks and
+    /// WebSocket events fanned out; the outcome lists the drafts' own events.
     pub fn publish(&self, drafts: Vec<EventDraft>) -> Result<AppendOutcome, BusError> {
-        let (drafts, own) = self.bridged(drafts);
-        let outcome = self.bus.publish_batch(drafts)?;
-        if outcome.events().len() > own {
-            self.note_integration(&outcome, own);
-            self.route_now();
-        }
-        Ok(truncated(outcome, own))
+        let batch = self.bridged(drafts);
+        let outcome = self.bus.publish_batch(batch.drafts.clone())?;
+        self.after_append(&batch, &outcome, false);
+        Ok(truncated(outcome, batch.own))
     }
 
     /// Publishes drafts without waiting for an fsync; see [`EventBus::publish_batch_deferred`].
     /// The caller calls [`System::sync_pending`] before acknowledging, then dispatches and calls
-    /// [`System::after_sync`].
+    /// [`System::after_sync`] (which routes and fans out what the bridges made).
     pub fn publish_deferred(&self, drafts: Vec<EventDraft>) -> Result<(AppendOutcome, PendingDispatch<'_>), BusError> {
-        let (drafts, own) = self.bridged(drafts);
-        let (outcome, pending) = self.bus.publish_batch_deferred(drafts)?;
-        if outcome.events().len() > own {
-            self.note_integration(&outcome, own);
-            self.unrouted.store(true, Ordering::Release);
-        }
-        Ok((truncated(outcome, own), pending))
+        let batch = self.bridged(drafts);
+        let (outcome, pending) = self.bus.publish_batch_deferred(batch.drafts.clone())?;
+        self.after_append(&batch, &outcome, true);
+        Ok((truncated(outcome, batch.own), pending))
     }
 
-    /// The drafts with their bridged integration events appended, and how many were given.
-    fn bridged(&self, mut drafts: Vec<EventDraft>) -> (Vec<EventDraft>, usize) {
+    /// The drafts with what the bridges make of them.
+    fn bridged(&self, mut drafts: Vec<EventDraft>) -> Batch {
         let own = drafts.len();
+        if self.bridge.is_none() && self.ws_bridge.is_none() {
+            return Batch { drafts, own, ws: Vec::new() };
+        }
+        drafts.iter_mut().for_each(crate::dispatch::context::apply);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         if let Some(bridge) = &self.bridge {
-            drafts.iter_mut().for_each(crate::dispatch::context::apply);
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-            let bridged = bridge.prepare(&mut drafts, now as u64);
+            let bridged = bridge.prepare(&mut drafts, now);
             drafts.extend(bridged);
         }
-        (drafts, own)
+        let mut ws = Vec::new();
+        if let Some(ws_bridge) = &self.ws_bridge {
+            let mut stored = Vec::new();
+            for draft in drafts.iter_mut() {
+                if !ws_bridge.matches(draft) {
+                    continue;
+                }
+                let id = *draft.id.get_or_insert_with(|| crate::event::new_event_id(now));
+                draft.correlation_id.get_or_insert(id);
+                let translated = ws_bridge.translate(draft, now);
+                self.realtime.bridge_skipped.fetch_add(translated.skipped, Ordering::Relaxed);
+                for event in translated.events {
+                    if event.persistent {
+                        stored.push(event);
+                    } else {
+                        ws.push((event, None));
+                    }
+                }
+            }
+            for event in stored {
+                let mut draft = event.to_draft();
+                draft.id = uuid::Uuid::try_parse(&event.id).ok();
+                ws.push((event, Some(drafts.len())));
+                drafts.push(draft);
+            }
+        }
+        Batch { drafts, own, ws }
     }
 
-    fn note_integration(&self, outcome: &AppendOutcome, own: usize) {
-        if let AppendOutcome::Appended(events) = outcome {
-            self.webhooks.note_published(events.len().saturating_sub(own) as u64);
+    /// Routes a batch's integration events and fans out its WebSocket events (now, or after
+    /// the sync when `deferred`).
+    fn after_append(&self, batch: &Batch, outcome: &AppendOutcome, deferred: bool) {
+        let AppendOutcome::Appended(events) = outcome else { return };
+        let integration = batch.drafts.iter().filter(|d| d.kind == EventKind::Integration).count();
+        if integration > 0 {
+            self.webhooks.note_published(integration as u64);
+            if deferred {
+                self.unrouted.store(true, Ordering::Release);
+            } else {
+                self.route_now();
+            }
+        }
+        if batch.ws.is_empty() {
+            return;
+        }
+        let ready: Vec<WsEvent> = batch
+            .ws
+            .iter()
+            .map(|(event, index)| {
+                let mut event = event.clone();
+                event.position = index.and_then(|i| events.get(i)).map(|appended| appended.position);
+                event
+            })
+            .collect();
+        if deferred {
+            self.unsent.lock().extend(ready);
+        } else {
+            self.realtime.fan_out(&ready);
         }
     }
 
@@ -234,14 +306,11 @@ impl System {
     }
 
     /// Publishes an integration event: appends it (durable per the durability setting), then
-    /// routes it to the matching webhook endpoints' outbox. Re-publishing a stored id appends
-    /// nothing and answers the original position.
+    /// routes it to the matching webhook endpoints' outbox (and the WebSocket bridge's rooms).
+    /// Re-publishing a stored id appends nothing and answers the original position.
     pub fn publish_integration(&self, event: IntegrationEvent) -> Result<AppendOutcome, SystemError> {
         event.validate().map_err(|error| SystemError::Store(StoreError::Invalid(error)))?;
-        let outcome = self.bus.publish_batch(vec![event.to_draft()])?;
-        self.note_integration(&outcome, 0);
-        self.route_now();
-        Ok(outcome)
+        Ok(self.publish(vec![event.to_draft()])?)
     }
 
     /// [`System::publish_integration`] for the server's group commit: the caller calls
@@ -252,17 +321,40 @@ impl System {
         event: IntegrationEvent,
     ) -> Result<(AppendOutcome, PendingDispatch<'_>), SystemError> {
         event.validate().map_err(|error| SystemError::Store(StoreError::Invalid(error)))?;
-        let (outcome, pending) = self.bus.publish_batch_deferred(vec![event.to_draft()])?;
-        self.note_integration(&outcome, 0);
-        self.unrouted.store(true, Ordering::Release);
-        Ok((outcome, pending))
+        Ok(self.publish_deferred(vec![event.to_draft()])?)
     }
 
-    /// Work due once deferred appends are durable: routes integration events appended since.
+    /// Broadcasts a WebSocket event: a persistent one is appended first (durable per the
+    /// durability setting) and carries its position; then it is queued on every connection it
+    /// targets. Returns the event (with its position) and how many connections it was queued on.
+    pub fn broadcast(&self, mut event: WsEvent) -> Result<(WsEvent, usize), SystemError> {
+        event.validate().map_err(|error| SystemError::Store(StoreError::Invalid(error)))?;
+        if event.persistent {
+            let outcome = self.bus.publish_batch(vec![event.to_draft()])?;
+            event.position = outcome.events().first().map(|appended| appended.position);
+        }
+        let delivered = self.realtime.fan_out(std::slice::from_ref(&event));
+        Ok((event, delivered.first().copied().unwrap_or(0)))
+    }
+
+    /// The realtime part: the hub of WebSocket connections.
+    pub fn realtime(&self) -> &Realtime {
+        &self.realtime
+    }
+
+    /// WebSocket counters and gauges.
+    pub fn realtime_metrics(&self) -> RealtimeMetrics {
+        self.realtime.metrics()
+    }
+
+    /// Work due once deferred appends are durable: routes integration events appended since,
+    /// and fans out the WebSocket events the bridges made of them.
     pub fn after_sync(&self) {
         if self.unrouted.swap(false, Ordering::AcqRel) {
             self.route_now();
         }
+        let unsent = std::mem::take(&mut *self.unsent.lock());
+        self.realtime.fan_out(&unsent);
     }
 
     /// Routes now; if that fails (the journal could not be written), the scheduler retries.
@@ -289,11 +381,12 @@ impl System {
     }
 
     /// The metrics in the spec's JSON shape (`GET /v1/metrics`), with the webhook retry and
-    /// pending counts added. The WebSocket part does not exist yet, so its counters are zero.
+    /// pending counts added.
     pub fn metrics_json(&self) -> serde_json::Value {
         let bus = self.bus_metrics();
         let store = self.store_metrics();
         let webhooks = self.webhook_metrics();
+        let realtime = self.realtime_metrics();
         json!({
             "domain_events": {
                 "published": bus.published.saturating_sub(webhooks.published),
@@ -308,7 +401,11 @@ impl System {
                 "webhooks_retried": webhooks.retried,
                 "webhooks_pending": webhooks.pending,
             },
-            "websocket_events": {"broadcast": 0, "delivered": 0, "connections": 0},
+            "websocket_events": {
+                "broadcast": realtime.counters.broadcast,
+                "delivered": realtime.counters.delivered,
+                "connections": realtime.connections,
+            },
             "event_store": {
                 "total_events": store.total_events,
                 "total_snapshots": store.total_snapshots,
@@ -374,6 +471,45 @@ fn integration_bridge(config: &Config) -> Result<Option<IntegrationBridge>, Syst
         .collect();
     let bridge = IntegrationBridge::new(rules).map_err(|error| BusError::Config(error.to_string()))?;
     Ok(Some(bridge))
+}
+
+/// The `[[bridge.websocket]]` rules, compiled (none: `None`).
+fn websocket_bridge(config: &Config) -> Result<Option<WsBridge>, SystemError> {
+    if config.bridge.websocket.is_empty() {
+        return Ok(None);
+    }
+    let rules = config
+        .bridge
+        .websocket
+        .iter()
+        .map(|rule| WsRule {
+            from: match rule.from {
+                RuleSource::Domain => EventKind::Domain,
+                RuleSource::Integration => EventKind::Integration,
+            },
+            pattern: rule.pattern.clone(),
+            room: rule.room.clone(),
+            exclude_source: rule.exclude_source,
+            priority: match rule.priority {
+                RulePriority::Low => Priority::Low,
+                RulePriority::Normal => Priority::Normal,
+                RulePriority::High => Priority::High,
+                RulePriority::Critical => Priority::Critical,
+            },
+            persistent: rule.persistent,
+        })
+        .collect();
+    let bridge = WsBridge::new(rules).map_err(|error| BusError::Config(error.to_string()))?;
+    Ok(Some(bridge))
+}
+
+/// A publish's drafts after the bridges: the caller's (`own`, first), then the integration and
+/// persistent WebSocket events they became; and the WebSocket events to fan out, each with the
+/// index of its draft when it is persistent.
+struct Batch {
+    drafts: Vec<EventDraft>,
+    own: usize,
+    ws: Vec<(WsEvent, Option<usize>)>,
 }
 
 /// `outcome` with only its first `own` results (the drafts the caller gave).
