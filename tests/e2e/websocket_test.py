@@ -1264,7 +1264,8 @@ def test_priorities_overtake_and_low_frames_are_dropped_first(start_server, raw_
     assert slow.next_op("pong")["op"] == "pong"
     families = metric_families(server.client())
     dropped = [s for f in families.values() for s in f.samples if s.name == "herald_websocket_frames_dropped_total"]
-    assert dropped and all("reason" in s.labels for s in dropped), dropped
+    assert dropped, "no herald_websocket_frames_dropped_total sample in /metrics although frames were dropped"
+    assert all("reason" in s.labels for s in dropped), dropped
     assert sum(s.value for s in dropped) >= low_seq - len(lows), (dropped, low_seq, len(lows))
 
 

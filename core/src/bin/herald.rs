@@ -1,5 +1,6 @@
 //! The `herald` command: `herald serve` runs the server on the embedded store; `herald verify`
-//! checks a data directory. Logs go to stderr.
+//! checks a data directory; `herald token` prints a WebSocket JWT for the configured secret.
+//! Logs go to stderr.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,24 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Print a JWT (HS256, `auth.jwt_secret`) for a WebSocket user.
+    Token {
+        /// The user id (the `sub` claim).
+        #[arg(long)]
+        user: String,
+        /// Room patterns the user may join (`project:*`); without, any room but other users'.
+        #[arg(long, num_args = 1..)]
+        rooms: Option<Vec<String>>,
+        /// How long the token is valid: `45s`, `30m`, `1h`, `2d` or seconds.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// The config file holding `auth.jwt_secret`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// development (default), production or testing.
+        #[arg(long)]
+        preset: Option<String>,
+    },
     /// Check every record's checksum and the indexes of a data directory; exit 1 on damage.
     Verify {
         /// Data directory (default ./herald-data).
@@ -59,6 +78,50 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, preset, listen, data } => serve(cli.log_level, config, preset, listen, data),
         Command::Verify { data } => verify(cli.log_level.unwrap_or(Level::Info), data),
+        Command::Token { user, rooms, ttl, config, preset } => token(&user, rooms, &ttl, config, preset),
+    }
+}
+
+fn token(
+    user: &str,
+    rooms: Option<Vec<String>>,
+    ttl: &str,
+    config_path: Option<PathBuf>,
+    preset: Option<String>,
+) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("herald: {message}");
+        ExitCode::FAILURE
+    };
+    let preset = match preset.as_deref().map(str::parse::<Preset>).transpose() {
+        Ok(preset) => preset,
+        Err(error) => return fail(error.to_string()),
+    };
+    let text = match &config_path {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(error) => return fail(format!("cannot read the config file {}: {error}", path.display())),
+        },
+        None => None,
+    };
+    let overrides = CliOverrides { preset, ..CliOverrides::default() };
+    let config = match Config::resolve(&overrides, text.as_deref()) {
+        Ok(config) => config,
+        Err(error) => return fail(format!("invalid configuration: {error}")),
+    };
+    let Some(secret) = config.auth.jwt_secret.as_deref() else {
+        return fail("auth.jwt_secret is not set: give --config with an [auth] jwt_secret".into());
+    };
+    let ttl = match herald_core::realtime::auth::parse_ttl(ttl) {
+        Ok(ttl) => ttl,
+        Err(error) => return fail(format!("--ttl: {error}")),
+    };
+    match herald_core::realtime::auth::issue(user, rooms, ttl, secret.as_bytes()) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(error.to_string()),
     }
 }
 

@@ -43,6 +43,9 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> Serialize for EventJson
         if self.kind == EventKind::Integration {
             return self.serialize_integration(serializer, data);
         }
+        if self.kind == EventKind::WebSocket {
+            return self.serialize_websocket(serializer);
+        }
         let mut event = serializer.serialize_struct("Event", 11)?;
         event.serialize_field("kind", self.kind.as_str())?;
         event.serialize_field("id", &self.id)?;
@@ -84,6 +87,24 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> EventJson<'a, M> {
         event.serialize_field("data", data)?;
         event.serialize_field("correlation_id", &self.correlation_id)?;
         event.serialize_field("causation_id", &self.causation_id)?;
+        event.end()
+    }
+}
+
+impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> EventJson<'a, M> {
+    /// The spec's stored WebSocket shape: the event as it was broadcast (its payload here) plus
+    /// `kind`, `position` and `room` (`null` for an event to every connection).
+    fn serialize_websocket<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(self.data).map_err(S::Error::custom)?;
+        let room = self.metadata.clone().find(|(key, _)| *key == "room").map(|(_, room)| room);
+        let mut event = serializer.serialize_map(Some(fields.len() + 3))?;
+        event.serialize_entry("kind", self.kind.as_str())?;
+        for (key, value) in fields.iter().filter(|(key, _)| !matches!(key.as_str(), "kind" | "position" | "room")) {
+            event.serialize_entry(key, value)?;
+        }
+        event.serialize_entry("position", &self.position)?;
+        event.serialize_entry("room", &room)?;
         event.end()
     }
 }

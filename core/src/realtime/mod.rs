@@ -31,6 +31,8 @@ pub struct RealtimeMetrics {
     pub counters: HubCounters,
     /// Bridge rules skipped because their room template named a missing field.
     pub bridge_skipped: u64,
+    /// Persistent WebSocket events appended to the log.
+    pub persisted: u64,
     pub fanout_latency: LatencySummary,
 }
 
@@ -39,6 +41,8 @@ pub struct Realtime {
     hub: Mutex<Hub>,
     waker: OnceLock<Arc<mio::Waker>>,
     pub(crate) bridge_skipped: AtomicU64,
+    /// Persistent WebSocket events appended to the log.
+    pub(crate) persisted: AtomicU64,
 }
 
 impl Realtime {
@@ -47,6 +51,7 @@ impl Realtime {
             hub: Mutex::new(Hub::new(send_queue_frames, history_size)),
             waker: OnceLock::new(),
             bridge_skipped: AtomicU64::new(0),
+            persisted: AtomicU64::new(0),
         }
     }
 
@@ -82,6 +87,7 @@ impl Realtime {
             connections: hub.connections() as u64,
             counters: hub.counters.clone(),
             bridge_skipped: self.bridge_skipped.load(Ordering::Relaxed),
+            persisted: self.persisted.load(Ordering::Relaxed),
             fanout_latency: LatencySummary::of(&hub.fanout_latency),
         }
     }

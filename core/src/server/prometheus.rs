@@ -32,6 +32,8 @@ type Series = (&'static str, &'static str, Vec<(String, String)>, LatencySummary
 #[derive(Debug)]
 struct Snapshot {
     counters: Vec<(&'static str, &'static str, u64)>,
+    /// Counters with one label: name, help, label name, (label value, count) per series.
+    labeled: Vec<(&'static str, &'static str, &'static str, Vec<(&'static str, u64)>)>,
     gauges: Vec<(&'static str, &'static str, f64)>,
     histograms: Vec<Series>,
 }
@@ -41,7 +43,8 @@ impl Snapshot {
         let bus = system.bus_metrics();
         let store = system.store_metrics();
         let webhooks = system.webhook_metrics();
-        let domain_published = bus.published.saturating_sub(webhooks.published);
+        let realtime = system.realtime_metrics();
+        let domain_published = bus.published.saturating_sub(webhooks.published + realtime.persisted);
         let counters = vec![
             ("herald_domain_events_published", "Domain events published (appended and dispatched).", domain_published),
             ("herald_domain_events_handled", "Domain events handled successfully, over all handlers.", bus.handled),
@@ -55,8 +58,22 @@ impl Snapshot {
             ("herald_webhooks_delivered", "Webhook messages delivered (a 2xx answer).", webhooks.delivered),
             ("herald_webhooks_failed", "Webhook messages whose attempts ran out.", webhooks.failed),
             ("herald_webhook_retries", "Webhook retries scheduled.", webhooks.retried),
-            ("herald_websocket_events_broadcast", "WebSocket events broadcast.", 0),
-            ("herald_websocket_events_delivered", "WebSocket frames delivered to connections.", 0),
+            ("herald_websocket_events_broadcast", "WebSocket events fanned out.", realtime.counters.broadcast),
+            (
+                "herald_websocket_events_delivered",
+                "WebSocket event frames queued on connections.",
+                realtime.counters.delivered,
+            ),
+            (
+                "herald_websocket_events_persisted",
+                "Persistent WebSocket events appended to the log.",
+                realtime.persisted,
+            ),
+            (
+                "herald_websocket_bridge_skipped",
+                "Bridge rules skipped for an event whose room template named a missing field.",
+                realtime.bridge_skipped,
+            ),
             ("herald_event_store_events", "Records appended to the log over its life.", store.total_events),
             ("herald_event_store_snapshots", "Snapshots saved over the log's life.", store.total_snapshots),
         ];
@@ -66,7 +83,7 @@ impl Snapshot {
                 "Bytes of segment data and snapshots held.",
                 store.storage_bytes as f64,
             ),
-            ("herald_websocket_connections", "Open WebSocket connections.", 0.0),
+            ("herald_websocket_connections", "Open WebSocket connections.", realtime.connections as f64),
             ("herald_webhooks_pending", "Webhook deliveries waiting to be delivered.", webhooks.pending as f64),
             ("herald_webhook_endpoints", "Registered webhook endpoints.", webhooks.endpoints as f64),
             (
@@ -85,6 +102,12 @@ impl Snapshot {
             ),
             ("herald_event_store_fsync_latency", "Fsyncs (one per group commit).", Vec::new(), store.fsync_latency),
             (
+                "herald_websocket_fanout_latency",
+                "Time to queue one broadcast on all its connections.",
+                Vec::new(),
+                realtime.fanout_latency,
+            ),
+            (
                 "herald_webhook_delivery_latency",
                 "From an integration event's timestamp to its successful delivery, per delivery.",
                 Vec::new(),
@@ -101,7 +124,18 @@ impl Snapshot {
                 handler.handling_time,
             ));
         }
-        Snapshot { counters, gauges, histograms }
+        let dropped = &realtime.counters;
+        let labeled = vec![(
+            "herald_websocket_frames_dropped",
+            "WebSocket event frames not queued on a connection, by reason.",
+            "reason",
+            vec![
+                ("low_priority", dropped.dropped_low_priority),
+                ("slow_consumer", dropped.dropped_slow_consumer),
+                ("excluded", dropped.dropped_excluded),
+            ],
+        )];
+        Snapshot { counters, labeled, gauges, histograms }
     }
 }
 
@@ -111,6 +145,13 @@ impl Collector for Snapshot {
             let counter = ConstCounter::new(*value);
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
+        }
+        for (name, help, label, series) in &self.labeled {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (value, count) in series {
+                let labels = [(label.to_string(), value.to_string())];
+                ConstCounter::new(*count).encode(metric.encode_family(&labels)?)?;
+            }
         }
         for (name, help, value) in &self.gauges {
             let gauge = ConstGauge::new(*value);

@@ -274,6 +274,8 @@ impl System {
         if batch.ws.is_empty() {
             return;
         }
+        let persisted = batch.ws.iter().filter(|(_, index)| index.is_some()).count();
+        self.realtime.persisted.fetch_add(persisted as u64, Ordering::Relaxed);
         let ready: Vec<WsEvent> = batch
             .ws
             .iter()
@@ -330,7 +332,12 @@ impl System {
     pub fn broadcast(&self, mut event: WsEvent) -> Result<(WsEvent, usize), SystemError> {
         event.validate().map_err(|error| SystemError::Store(StoreError::Invalid(error)))?;
         if event.persistent {
-            let outcome = self.bus.publish_batch(vec![event.to_draft()])?;
+            let mut draft = event.to_draft();
+            draft.id = uuid::Uuid::try_parse(&event.id).ok();
+            let outcome = self.bus.publish_batch(vec![draft])?;
+            if let AppendOutcome::Appended(_) = outcome {
+                self.realtime.persisted.fetch_add(1, Ordering::Relaxed);
+            }
             event.position = outcome.events().first().map(|appended| appended.position);
         }
         let delivered = self.realtime.fan_out(std::slice::from_ref(&event));
@@ -389,7 +396,7 @@ impl System {
         let realtime = self.realtime_metrics();
         json!({
             "domain_events": {
-                "published": bus.published.saturating_sub(webhooks.published),
+                "published": bus.published.saturating_sub(webhooks.published + realtime.persisted),
                 "handled": bus.handled,
                 "failed": bus.failed,
                 "average_handling_time_ms": bus.average_handling_time_ms,
