@@ -10,9 +10,10 @@
 //! unrouted. A scheduler thread moves due deliveries to the workers; attempts and their
 //! outcomes are journaled; waiting retries sit in a timer heap, not in sleeping threads.
 //!
-//! Isolation: an endpoint has at most `max_in_flight_per_endpoint` attempts in flight; an
-//! endpoint whose last attempt failed gets one at a time, on a separate slow lane of workers,
-//! so a dead or hanging endpoint never takes the workers the healthy ones use.
+//! Isolation: an endpoint has at most `max_in_flight_per_endpoint` attempts in flight once an
+//! attempt to it succeeded; before that (new, just loaded, or after a failure) one at a time. An
+//! endpoint whose last attempt failed is served on a separate slow lane of workers, so a dead or
+//! hanging endpoint never takes the workers the healthy ones use.
 //!
 //! Delivery is at-least-once with a stable `webhook-id` (the event id): a crash between an
 //! attempt and its journal record repeats the attempt.
@@ -533,6 +534,7 @@ fn settle(shared: &Shared, job: &Job, answer: &Answer, may_continue: bool, healt
     let mut delivered = false;
     if answer.succeeded() {
         endpoint.healthy = true;
+        endpoint.proven = true;
         delivery_state.status = Status::Delivered;
         delivery_state.next_attempt_ns = None;
         pending_change = -1;
@@ -543,12 +545,14 @@ fn settle(shared: &Shared, job: &Job, answer: &Answer, may_continue: bool, healt
     } else if answer.gone() {
         // 410: the receiver says the endpoint is gone; disable it and keep the message.
         endpoint.healthy = false;
+        endpoint.proven = false;
         endpoint.endpoint.enabled = false;
         delivery_state.next_attempt_ns = None;
         endpoint.ready.push_front(job.message.id);
         records.push(Record::Endpoint(endpoint.endpoint.clone()));
     } else {
         endpoint.healthy = false;
+        endpoint.proven = false;
         let used = delivery_state.attempts - delivery_state.budget_base;
         if used <= policy.retry_attempts {
             let wait = match answer.retry_after {
@@ -598,7 +602,7 @@ fn settle(shared: &Shared, job: &Job, answer: &Answer, may_continue: bool, healt
 /// lane and under its in-flight bound.
 fn next_for(state: &mut State, endpoint_id: &str, healthy_lane: bool, max_in_flight: usize) -> Option<Job> {
     let endpoint = state.endpoints.get_mut(endpoint_id)?;
-    let bound = if endpoint.healthy { max_in_flight } else { 1 };
+    let bound = if endpoint.healthy && endpoint.proven { max_in_flight } else { 1 };
     if !endpoint.endpoint.enabled || endpoint.healthy != healthy_lane || endpoint.in_flight >= bound {
         return None;
     }

@@ -66,6 +66,10 @@ pub struct EndpointState {
     /// Whether its last attempt succeeded (a failing endpoint gets one attempt at a time, on
     /// the slow lane).
     pub healthy: bool,
+    /// Whether an attempt succeeded since it was registered, loaded or last failed: until then
+    /// it gets one attempt at a time even on the fast lane, so an endpoint that hangs from the
+    /// start holds one worker for one timeout, not all of them.
+    pub proven: bool,
 }
 
 impl EndpointState {
@@ -79,6 +83,7 @@ impl EndpointState {
             delivered: VecDeque::new(),
             in_flight: 0,
             healthy: true,
+            proven: false,
         })
     }
 }

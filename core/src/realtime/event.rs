@@ -105,8 +105,17 @@ impl WsEvent {
     /// Parses and validates a broadcast request (`POST /v1/broadcast`); fills `id` (a UUIDv7)
     /// and `timestamp` (now) when absent. Errors name the field; unparsable text is `body`.
     pub fn from_request(body: &[u8], now_ns: u64) -> Result<WsEvent, ValidationError> {
-        let request: Request =
-            serde_json::from_slice(body).map_err(|error| ValidationError::new("body", error.to_string()))?;
+        let mut input = serde_json::Deserializer::from_slice(body);
+        let request: Request = serde_path_to_error::deserialize(&mut input).map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data if path != "." => ValidationError::new(path, inner.to_string()),
+                serde_json::error::Category::Data => ValidationError::new("request", inner.to_string()),
+                _ => ValidationError::new("body", inner.to_string()),
+            }
+        })?;
+        input.end().map_err(|error| ValidationError::new("body", error.to_string()))?;
         let required = |field: &str| ValidationError::new(field, "is required");
         let id = match request.id {
             None | Some(serde_json::Value::Null) => new_event_id(now_ns).to_string(),
