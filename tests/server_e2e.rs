@@ -1,11 +1,13 @@
 //! The end-to-end test of the HTTP server: runs the pytest suites in `tests/e2e/` (the API in
-//! `server_test.py`, webhooks with real receivers in `webhooks_test.py`) from
+//! `server_test.py`, webhooks with real receivers in `webhooks_test.py`, the WebSocket gateway
+//! with the `websockets` client in `websocket_test.py` and with Node's `ws` in
+//! `test_node_suite.py`) from
 //! the repository root against the `herald` binary cargo built for this test
 //! (`HERALD_BIN=$CARGO_BIN_EXE_herald`), with pytest's output streamed as it runs.
 //!
 //! It needs `python3` with `pytest` and `prometheus_client`
-//! (`pip install pytest prometheus_client standardwebhooks`, or
-//! `pip install -r tests/e2e/requirements.txt`), and
+//! (`pip install pytest prometheus_client standardwebhooks websockets`, or
+//! `pip install -r tests/e2e/requirements.txt`) and Node.js with npm, and
 //! fails, saying so, when they are missing. The suite bounds every socket and subprocess itself;
 //! this runner also kills it if it outlives [`SUITE_TIMEOUT`].
 
@@ -19,7 +21,7 @@ const SUITE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Checking that the Python modules import.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 const INSTALL_HINT: &str =
-    "run `pip install pytest prometheus_client standardwebhooks` (or `pip install -r tests/e2e/requirements.txt`)";
+    "run `pip install -r tests/e2e/requirements.txt` (pytest, prometheus_client, standardwebhooks, websockets)";
 
 fn repo_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -43,10 +45,10 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// Fails with an install hint unless python3 can import pytest and prometheus_client.
+/// Fails with an install hint unless python3 can import the suites' modules.
 fn require_python_modules(root: &Path) {
     let probe = Command::new("python3")
-        .args(["-c", "import pytest, prometheus_client, standardwebhooks"])
+        .args(["-c", "import pytest, prometheus_client, standardwebhooks, websockets"])
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -60,8 +62,8 @@ fn require_python_modules(root: &Path) {
     };
     match wait_bounded(&mut probe, PROBE_TIMEOUT) {
         Some(status) if status.success() => {}
-        Some(status) => panic!("python3 cannot import pytest and prometheus_client ({status}): {INSTALL_HINT}"),
-        None => panic!("python3 did not import pytest and prometheus_client within {PROBE_TIMEOUT:?}"),
+        Some(status) => panic!("python3 cannot import the end-to-end suites' modules ({status}): {INSTALL_HINT}"),
+        None => panic!("python3 did not import the end-to-end suites' modules within {PROBE_TIMEOUT:?}"),
     }
 }
 

@@ -2,8 +2,8 @@
 
 The suite is `node --test tests/e2e/node/` with `HERALD_BIN` passed through (resolved to an absolute
 path, as `server_test.herald_bin()` resolves it). Its dependencies are installed with
-`npm ci --prefix tests/e2e/node` when `node_modules` is missing. The test is skipped only when `node`
-is not installed; a failing suite fails it with the suite's output.
+`npm ci --prefix tests/e2e/node` when `node_modules` is missing. Without `node` the test fails with an
+install hint (`.ci/run` installs Node.js and npm); a failing suite fails it with the suite's output.
 
 Run from the repository root:
 
@@ -65,7 +65,7 @@ def test_node_websocket_suite():
     """The Node `ws` suite (tests/e2e/node/websocket.test.mjs) passes against the same herald binary."""
     node = shutil.which("node")
     if node is None:
-        pytest.skip("`node` is not installed: the Node WebSocket suite (tests/e2e/node) was not run")
+        pytest.fail("`node` is not installed: install Node.js and npm (`apt-get install nodejs npm`) to run tests/e2e/node")
     if not (NODE_DIR / "node_modules").is_dir():
         npm = shutil.which("npm")
         assert npm is not None, "`node` is installed but `npm` is not: cannot install tests/e2e/node's dependencies"
