@@ -28,12 +28,14 @@ pub fn encode(system: &System) -> String {
 /// One histogram series: name, help, labels, the distribution.
 type Series = (&'static str, &'static str, Vec<(String, String)>, LatencySummary);
 
+/// A counter with one label: name, help, label name, (label value, count) per series.
+type Labeled = (&'static str, &'static str, &'static str, Vec<(&'static str, u64)>);
+
 /// The numbers of one scrape.
 #[derive(Debug)]
 struct Snapshot {
     counters: Vec<(&'static str, &'static str, u64)>,
-    /// Counters with one label: name, help, label name, (label value, count) per series.
-    labeled: Vec<(&'static str, &'static str, &'static str, Vec<(&'static str, u64)>)>,
+    labeled: Vec<Labeled>,
     gauges: Vec<(&'static str, &'static str, f64)>,
     histograms: Vec<Series>,
 }
