@@ -95,8 +95,11 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> EventJson<'a, M> {
     /// The spec's stored WebSocket shape: the event as it was broadcast (its payload here) plus
     /// `kind`, `position` and `room` (`null` for an event to every connection).
     fn serialize_websocket<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let fields: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(self.data).map_err(S::Error::custom)?;
+        let fields: Vec<(String, &RawValue)> =
+            serde_json::from_slice::<std::collections::BTreeMap<String, &RawValue>>(self.data)
+                .map_err(S::Error::custom)?
+                .into_iter()
+                .collect();
         let room = self.metadata.clone().find(|(key, _)| *key == "room").map(|(_, room)| room);
         let mut event = serializer.serialize_map(Some(fields.len() + 3))?;
         event.serialize_entry("kind", self.kind.as_str())?;

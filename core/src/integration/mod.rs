@@ -10,10 +10,11 @@
 //! unrouted. A scheduler thread moves due deliveries to the workers; attempts and their
 //! outcomes are journaled; waiting retries sit in a timer heap, not in sleeping threads.
 //!
-//! Isolation: an endpoint has at most `max_in_flight_per_endpoint` attempts in flight once an
-//! attempt to it succeeded; before that (new, just loaded, or after a failure) one at a time. An
+//! Isolation: an endpoint has at most `max_in_flight_per_endpoint` attempts in flight. An
 //! endpoint whose last attempt failed is served on a separate slow lane of workers, so a dead or
-//! hanging endpoint never takes the workers the healthy ones use.
+//! hanging endpoint never takes the workers the healthy ones use; and a new (or just loaded)
+//! endpoint gets one attempt at a time on the fast lane until one succeeds, so an endpoint that
+//! hangs from its first request holds one fast worker for one timeout, not all of them.
 //!
 //! Delivery is at-least-once with a stable `webhook-id` (the event id): a crash between an
 //! attempt and its journal record repeats the attempt.
@@ -602,7 +603,9 @@ fn settle(shared: &Shared, job: &Job, answer: &Answer, may_continue: bool, healt
 /// lane and under its in-flight bound.
 fn next_for(state: &mut State, endpoint_id: &str, healthy_lane: bool, max_in_flight: usize) -> Option<Job> {
     let endpoint = state.endpoints.get_mut(endpoint_id)?;
-    let bound = if endpoint.healthy && endpoint.proven { max_in_flight } else { 1 };
+    // A new endpoint is tried one attempt at a time on the fast lane until one succeeds; a
+    // failing one is on the slow lane, where its own bound applies again.
+    let bound = if endpoint.healthy && !endpoint.proven { 1 } else { max_in_flight };
     if !endpoint.endpoint.enabled || endpoint.healthy != healthy_lane || endpoint.in_flight >= bound {
         return None;
     }

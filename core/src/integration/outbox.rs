@@ -66,9 +66,9 @@ pub struct EndpointState {
     /// Whether its last attempt succeeded (a failing endpoint gets one attempt at a time, on
     /// the slow lane).
     pub healthy: bool,
-    /// Whether an attempt succeeded since it was registered, loaded or last failed: until then
-    /// it gets one attempt at a time even on the fast lane, so an endpoint that hangs from the
-    /// start holds one worker for one timeout, not all of them.
+    /// Whether an attempt succeeded since it was registered, loaded or last failed: a healthy
+    /// endpoint not yet proven gets one attempt at a time on the fast lane, so an endpoint that
+    /// hangs from the start holds one worker for one timeout, not all of them.
     pub proven: bool,
 }
 

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -25,7 +26,7 @@ use serde_json::json;
 use super::auth::Identity;
 use super::event::{Priority, WsEvent};
 use super::frame;
-use super::queue::{Push, SendQueue};
+use super::queue::{Push, Queued, SendQueue};
 use crate::event::time::format_rfc3339_micros;
 use crate::event::EventKind;
 use crate::metrics::latency_histogram;
@@ -150,13 +151,13 @@ impl Hub {
         self.conns.get_mut(&id)
     }
 
-    fn push(&mut self, id: ConnId, frame: Bytes, priority: Priority) -> bool {
+    fn push(&mut self, id: ConnId, item: Queued, priority: Priority) -> bool {
         let Some(conn) = self.conns.get_mut(&id) else { return false };
         if conn.close.is_some() {
             return false;
         }
         self.dirty.insert(id);
-        match conn.queue.push(frame, priority) {
+        match conn.queue.push(item, priority) {
             Push::Queued => true,
             Push::DroppedLow => {
                 self.counters.dropped_low_priority += 1;
@@ -186,6 +187,9 @@ impl Hub {
         };
         match (op.op.as_deref(), room) {
             (Some("ping"), _) => self.reply(id, text(&json!({"op": "pong"}))),
+            (Some("subscribe" | "unsubscribe" | "presence"), Some(room)) if !well_formed(&room) => {
+                self.reply(id, error_frame("invalid_request", "a room is named `<kind>:<id>`"))
+            }
             (Some("subscribe"), Some(room)) => {
                 let since = match op.since {
                     None | Some(serde_json::Value::Null) => None,
@@ -201,6 +205,7 @@ impl Hub {
             (Some("unsubscribe"), Some(room)) => {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     if room != format!("user:{}", conn.identity.user_id) && conn.rooms.remove(&room).is_some() {
+                        conn.queue.forget_room(&room);
                         let user = conn.identity.user_id.clone();
                         self.leave(id, &user, &room);
                     }
@@ -223,8 +228,28 @@ impl Hub {
         }
     }
 
+    /// Queues a reply in the ordered lane (replies keep the order of the ops).
     fn reply(&mut self, id: ConnId, frame: Bytes) {
-        self.push(id, frame, Priority::High);
+        self.push_ordered(id, vec![Queued { frame, room: None, persistent: false }]);
+    }
+
+    /// Queues frames in the ordered lane; a client that lets more than a full replay plus a
+    /// full queue of them pile up is closed as a slow consumer.
+    fn push_ordered(&mut self, id: ConnId, items: Vec<Queued>) {
+        let bound = self.history_size + self.queue_frames;
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if conn.close.is_some() {
+            return;
+        }
+        self.dirty.insert(id);
+        if conn.queue.ordered_len() + items.len() > bound {
+            self.counters.dropped_slow_consumer += 1;
+            conn.close = Some((1013, "slow consumer"));
+            return;
+        }
+        for item in items {
+            conn.queue.push_ordered(item);
+        }
     }
 
     /// Queues an error frame (the gateway's own errors, such as a frame it cannot read).
@@ -238,16 +263,21 @@ impl Hub {
             return self.reply(id, error_frame("forbidden", &format!("room `{room}` is not allowed")));
         }
         let user = conn.identity.user_id.clone();
-        let last = store.bounds().1.checked_sub(1);
+        // Subscribed already: the subscription keeps the position it took effect at, since
+        // every later event of the room has been (or will be) queued live on it.
+        let previous = conn.rooms.get(room).copied();
+        let last = match previous {
+            Some(taken_at) => taken_at,
+            None => store.bounds().1.checked_sub(1),
+        };
         let (replay, recovered) = match since {
             Some(since) => self.history(room, since, last, &user, store),
             None => (Vec::new(), true),
         };
-        let newly = !conn.rooms.contains_key(room);
-        if let Some(conn) = self.conns.get_mut(&id) {
-            conn.rooms.insert(room.to_owned(), last);
-        }
-        if newly {
+        if previous.is_none() {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.rooms.insert(room.to_owned(), last);
+            }
             self.join(id, &user, room);
         }
         let mut reply =
@@ -255,12 +285,10 @@ impl Hub {
         if since.is_some() {
             reply["recovered"] = json!(recovered);
         }
-        let Some(conn) = self.conns.get_mut(&id) else { return };
-        conn.queue.push_replay(text(&reply));
-        for frame in replay {
-            conn.queue.push_replay(frame);
-        }
-        self.dirty.insert(id);
+        let tag: Arc<str> = Arc::from(room);
+        let mut items = vec![Queued { frame: text(&reply), room: None, persistent: false }];
+        items.extend(replay.into_iter().map(|frame| Queued { frame, room: Some(Arc::clone(&tag)), persistent: true }));
+        self.push_ordered(id, items);
     }
 
     /// The room's persistent events in `(since, last]` not excluding `user`, as frames, and
@@ -274,7 +302,11 @@ impl Hub {
         user: &str,
         store: &dyn EventStore,
     ) -> (Vec<Bytes>, bool) {
-        let Some(last) = last.filter(|last| *last > since) else { return (Vec::new(), true) };
+        let Some(last) = last else { return (Vec::new(), false) };
+        if since >= last {
+            // Nothing missed (`since == last`), or a position the log never reached.
+            return (Vec::new(), since == last);
+        }
         let query = ReadQuery {
             from_position: since + 1,
             kind: Some(EventKind::WebSocket),
@@ -320,7 +352,7 @@ impl Hub {
             let others: Vec<ConnId> = entry.conns.iter().copied().filter(|c| *c != id).collect();
             let diff = text(&json!({"op": "join", "room": room, "user_id": user}));
             for other in others {
-                self.push(other, diff.clone(), Priority::High);
+                self.push(other, Queued { frame: diff.clone(), room: None, persistent: false }, Priority::High);
             }
         }
     }
@@ -343,7 +375,7 @@ impl Hub {
         if left {
             let diff = text(&json!({"op": "leave", "room": room, "user_id": user}));
             for other in others {
-                self.push(other, diff.clone(), Priority::High);
+                self.push(other, Queued { frame: diff.clone(), room: None, persistent: false }, Priority::High);
             }
         }
     }
@@ -375,6 +407,7 @@ impl Hub {
             None => self.conns.keys().copied().collect(),
         };
         let room = event.room();
+        let tag: Option<Arc<str>> = room.as_deref().map(Arc::from);
         let excluded: HashSet<&str> = event.target.exclude_users.iter().map(String::as_str).collect();
         let mut delivered = 0;
         for id in recipients {
@@ -390,7 +423,8 @@ impl Hub {
             if seen {
                 continue;
             }
-            if self.push(id, frame.clone(), event.priority) {
+            let item = Queued { frame: frame.clone(), room: tag.clone(), persistent: event.position.is_some() };
+            if self.push(id, item, event.priority) {
                 delivered += 1;
             }
         }
@@ -399,6 +433,11 @@ impl Hub {
         let _ = self.fanout_latency.record(started.elapsed().as_nanos().max(1) as u64);
         delivered
     }
+}
+
+/// Whether `room` is `<kind>:<id>` with both parts non-empty.
+fn well_formed(room: &str) -> bool {
+    room.split_once(':').is_some_and(|(kind, id)| !kind.is_empty() && !id.is_empty())
 }
 
 #[cfg(test)]

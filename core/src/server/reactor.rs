@@ -55,6 +55,8 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Bytes of a WebSocket connection's frames moved from its priority queue to its socket buffer
 /// at a time: the rest wait in the queue, where a higher priority can still overtake them.
 const WS_OUTPUT_BOUND: usize = 256 * 1024;
+/// How long a closing WebSocket connection may take to send its close and see the peer's.
+const WS_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 struct Settings {
     limits: Limits,
@@ -259,13 +261,20 @@ impl Reactor {
             touched.dedup_by_key(|entry| entry.0);
             for &(token, readable) in &touched {
                 let Some(connection) = self.connections.get_mut(&token) else { continue };
-                if readable {
+                if readable && connection.ws.is_some() && connection.closing {
+                    connection.discard_input(&mut self.scratch);
+                } else if readable {
                     connection.read_some(&self.settings.limits, &mut self.scratch);
                 }
+                if connection.ws.is_none() {
+                    connection.answer(token, &system, &self.settings, shutting_down, &mut turn);
+                }
+                // After an upgrade the rest of the input is the client's first frames.
                 if connection.ws.is_some() {
                     connection.receive_frames(token, &system);
-                } else {
-                    connection.answer(token, &system, &self.settings, shutting_down, &mut turn);
+                    if connection.read_blocked {
+                        self.unread.push(token);
+                    }
                 }
             }
             turn.settle(&system);
@@ -391,6 +400,15 @@ impl Reactor {
         let mut expired = Vec::new();
         for (&token, connection) in &mut self.connections {
             if let Some(ws) = &mut connection.ws {
+                if connection.closing {
+                    // A closing connection whose peer neither reads its close nor closes is
+                    // dropped after a grace period.
+                    let since = *ws.closing_since.get_or_insert(now);
+                    if now.duration_since(since) >= WS_CLOSE_GRACE || connection.flush_ws() {
+                        expired.push(token);
+                    }
+                    continue;
+                }
                 let queued = self.system.realtime().hub().queued(token.0);
                 let close = if shutting_down && connection.output.len() == connection.sent && queued == 0 {
                     Some((1001, "server shutting down"))
@@ -487,6 +505,10 @@ impl Connection {
     /// gateway must make is queued as a close frame.
     fn receive_frames(&mut self, token: Token, system: &System) {
         let Some(ws) = &mut self.ws else { return };
+        if self.closing {
+            self.input.clear();
+            return;
+        }
         if self.input.is_empty() && !self.peer_closed {
             return;
         }
@@ -508,10 +530,44 @@ impl Connection {
         }
     }
 
+    /// Reads and drops what a closing WebSocket peer still sends, to see its end of stream.
+    fn discard_input(&mut self, scratch: &mut [u8]) {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => {
+                    self.peer_closed = true;
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.peer_closed = true;
+                    return;
+                }
+            }
+        }
+    }
+
     /// [`Connection::flush`] for a WebSocket connection, which has no answers; shrinks idle
     /// buffers so an idle connection holds little memory.
     fn flush_ws(&mut self) -> bool {
-        let done = self.flush();
+        if self.closing && self.peer_closed {
+            return true;
+        }
+        let mut done = self.flush();
+        if done && self.closing && self.unsent() == 0 && !self.peer_closed {
+            // Everything, the close frame last, is sent: stop writing and let the peer close,
+            // so unread input does not turn the close into a reset that could destroy the
+            // close frame. Reads go on (discarded) until its end of stream or the grace period.
+            if let Some(ws) = &mut self.ws {
+                if !ws.write_shut {
+                    ws.write_shut = true;
+                    let _ = self.stream.shutdown(std::net::Shutdown::Write);
+                }
+            }
+            done = false;
+        }
         if self.output.capacity() > 16 * 1024 && self.output.is_empty() {
             self.output = Vec::new();
         }
@@ -615,8 +671,9 @@ impl Connection {
                     let head = request.method == Method::Head;
                     let version = request.version;
                     let appends = request.method == Method::Post;
-                    if !appends {
-                        // Reads see this turn's appends: settle them first.
+                    if !appends || request.path == "/v1/broadcast" {
+                        // Reads see this turn's appends: settle them first. A broadcast too: its
+                        // fan-out must follow the fan-out of the turn's earlier events.
                         turn.settle(system);
                     }
                     if request.path == "/v1/ws" && !shutting_down {

@@ -46,7 +46,11 @@ pub fn upgrade(system: &System, request: &Request) -> Upgrade {
                 .with_header("sec-websocket-version", "13"),
         );
     }
-    let Some(key) = request.header("sec-websocket-key").filter(|key| key.len() == 24) else {
+    let valid_key = |key: &&str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|bytes| bytes.len() == 16)
+    };
+    let Some(key) = request.header("sec-websocket-key").filter(valid_key) else {
         return Upgrade::Refuse(Response::error(400, "invalid_request", "Sec-WebSocket-Key is missing or malformed"));
     };
     let secret = system.config().auth.jwt_secret.as_deref();
@@ -77,6 +81,10 @@ pub struct WsConn {
     context: WebSocketContext,
     pub last_ping: Instant,
     pub last_heard: Instant,
+    /// When the connection started closing (for the grace period).
+    pub closing_since: Option<Instant>,
+    /// The write side was shut after the close frame.
+    pub write_shut: bool,
 }
 
 /// tungstenite's view of the connection: reads come from the input the reactor read, writes go
@@ -120,7 +128,13 @@ impl WsConn {
             .max_message_size(Some(max_frame_bytes))
             .max_frame_size(Some(max_frame_bytes));
         let now = Instant::now();
-        WsConn { context: WebSocketContext::new(Role::Server, Some(config)), last_ping: now, last_heard: now }
+        WsConn {
+            context: WebSocketContext::new(Role::Server, Some(config)),
+            last_ping: now,
+            last_heard: now,
+            closing_since: None,
+            write_shut: false,
+        }
     }
 
     /// Reads every complete client message in `input` (consumed), calling `on_text` for each

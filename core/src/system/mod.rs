@@ -335,10 +335,12 @@ impl System {
             let mut draft = event.to_draft();
             draft.id = uuid::Uuid::try_parse(&event.id).ok();
             let outcome = self.bus.publish_batch(vec![draft])?;
-            if let AppendOutcome::Appended(_) = outcome {
-                self.realtime.persisted.fetch_add(1, Ordering::Relaxed);
-            }
             event.position = outcome.events().first().map(|appended| appended.position);
+            if let AppendOutcome::AlreadyAppended(_) = outcome {
+                // A retry of a stored broadcast: it was fanned out when it was stored.
+                return Ok((event, 0));
+            }
+            self.realtime.persisted.fetch_add(1, Ordering::Relaxed);
         }
         let delivered = self.realtime.fan_out(std::slice::from_ref(&event));
         Ok((event, delivered.first().copied().unwrap_or(0)))
