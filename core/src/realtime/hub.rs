@@ -35,6 +35,9 @@ use crate::store::{EventStore, ReadQuery, StoreError};
 /// A connection's id (the reactor's token).
 pub type ConnId = usize;
 
+/// The hub's maps hash with foldhash: keys are connection ids and room names it made itself.
+type Fast = foldhash::fast::RandomState;
+
 /// One user's presence in a room.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -44,7 +47,7 @@ pub struct Member {
 
 #[derive(Default)]
 struct Room {
-    conns: HashSet<ConnId>,
+    conns: HashSet<ConnId, Fast>,
     members: BTreeMap<String, Member>,
 }
 
@@ -53,8 +56,10 @@ pub struct Conn {
     pub identity: Identity,
     /// Room → live persistent events at or before this position are skipped (replayed or
     /// older than the subscription).
-    rooms: HashMap<String, Option<u64>>,
+    rooms: HashMap<String, Option<u64>, Fast>,
     pub queue: SendQueue,
+    /// Listed in the hub's `dirty` already.
+    dirty: bool,
     /// Set when the connection must be closed (code, reason): its queue overflowed.
     pub close: Option<(u16, &'static str)>,
 }
@@ -71,10 +76,10 @@ pub struct HubCounters {
 
 /// See the module docs.
 pub struct Hub {
-    conns: HashMap<ConnId, Conn>,
-    rooms: HashMap<String, Room>,
-    /// Connections with frames to send or a close to make.
-    dirty: HashSet<ConnId>,
+    conns: HashMap<ConnId, Conn, Fast>,
+    rooms: HashMap<String, Room, Fast>,
+    /// Connections with frames to send or a close to make (each once: its `dirty` flag).
+    dirty: Vec<ConnId>,
     queue_frames: usize,
     history_size: usize,
     pub counters: HubCounters,
@@ -103,9 +108,9 @@ fn error_frame(code: &str, message: &str) -> Bytes {
 impl Hub {
     pub fn new(queue_frames: usize, history_size: usize) -> Self {
         Hub {
-            conns: HashMap::new(),
-            rooms: HashMap::new(),
-            dirty: HashSet::new(),
+            conns: HashMap::default(),
+            rooms: HashMap::default(),
+            dirty: Vec::new(),
             queue_frames,
             history_size,
             counters: HubCounters::default(),
@@ -121,9 +126,10 @@ impl Hub {
     /// Registers a connection (in its `user:` room).
     pub fn connect(&mut self, id: ConnId, identity: Identity) {
         let user_room = format!("user:{}", identity.user_id);
-        let mut rooms = HashMap::new();
+        let mut rooms = HashMap::default();
         rooms.insert(user_room.clone(), None);
-        self.conns.insert(id, Conn { identity, rooms, queue: SendQueue::new(self.queue_frames), close: None });
+        let queue = SendQueue::new(self.queue_frames);
+        self.conns.insert(id, Conn { identity, rooms, queue, close: None, dirty: false });
         self.rooms.entry(user_room).or_default().conns.insert(id);
     }
 
@@ -133,12 +139,24 @@ impl Hub {
         for room in conn.rooms.keys() {
             self.leave(id, &conn.identity.user_id, room);
         }
-        self.dirty.remove(&id);
     }
 
     /// The connections with something to send, emptied.
     pub fn take_dirty(&mut self) -> Vec<ConnId> {
-        self.dirty.drain().collect()
+        let dirty = std::mem::take(&mut self.dirty);
+        for id in &dirty {
+            if let Some(conn) = self.conns.get_mut(id) {
+                conn.dirty = false;
+            }
+        }
+        dirty
+    }
+
+    fn mark(dirty: &mut Vec<ConnId>, id: ConnId, conn: &mut Conn) {
+        if !conn.dirty {
+            conn.dirty = true;
+            dirty.push(id);
+        }
     }
 
     /// Frames queued on a connection (0 if it is unknown).
@@ -153,18 +171,30 @@ impl Hub {
 
     fn push(&mut self, id: ConnId, item: Queued, priority: Priority) -> bool {
         let Some(conn) = self.conns.get_mut(&id) else { return false };
+        Self::push_to(&mut self.dirty, &mut self.counters, id, conn, item, priority)
+    }
+
+    /// Queues `item` on `conn` (see [`SendQueue::push`]); whether it was queued.
+    fn push_to(
+        dirty: &mut Vec<ConnId>,
+        counters: &mut HubCounters,
+        id: ConnId,
+        conn: &mut Conn,
+        item: Queued,
+        priority: Priority,
+    ) -> bool {
         if conn.close.is_some() {
             return false;
         }
-        self.dirty.insert(id);
+        Self::mark(dirty, id, conn);
         match conn.queue.push(item, priority) {
             Push::Queued => true,
             Push::DroppedLow => {
-                self.counters.dropped_low_priority += 1;
+                counters.dropped_low_priority += 1;
                 priority != Priority::Low
             }
             Push::Overflow => {
-                self.counters.dropped_slow_consumer += 1;
+                counters.dropped_slow_consumer += 1;
                 conn.close = Some((1013, "slow consumer"));
                 false
             }
@@ -241,7 +271,7 @@ impl Hub {
         if conn.close.is_some() {
             return;
         }
-        self.dirty.insert(id);
+        Self::mark(&mut self.dirty, id, conn);
         if conn.queue.ordered_len() + items.len() > bound {
             self.counters.dropped_slow_consumer += 1;
             conn.close = Some((1013, "slow consumer"));
@@ -402,17 +432,18 @@ impl Hub {
     pub fn fan_out(&mut self, event: &WsEvent) -> usize {
         let started = Instant::now();
         let frame = frame::text(event.frame_text().as_bytes());
-        let recipients: Vec<ConnId> = match event.room() {
-            Some(room) => self.rooms.get(&room).map(|r| r.conns.iter().copied().collect()).unwrap_or_default(),
+        let room = event.room();
+        let recipients: Vec<ConnId> = match &room {
+            Some(room) => self.rooms.get(room).map(|r| r.conns.iter().copied().collect()).unwrap_or_default(),
             None => self.conns.keys().copied().collect(),
         };
-        let room = event.room();
         let tag: Option<Arc<str>> = room.as_deref().map(Arc::from);
-        let excluded: HashSet<&str> = event.target.exclude_users.iter().map(String::as_str).collect();
+        let excluded = &event.target.exclude_users;
+        let persistent = event.position.is_some();
         let mut delivered = 0;
         for id in recipients {
-            let Some(conn) = self.conns.get(&id) else { continue };
-            if excluded.contains(conn.identity.user_id.as_str()) {
+            let Some(conn) = self.conns.get_mut(&id) else { continue };
+            if !excluded.is_empty() && excluded.iter().any(|user| *user == conn.identity.user_id) {
                 self.counters.dropped_excluded += 1;
                 continue;
             }
@@ -423,8 +454,8 @@ impl Hub {
             if seen {
                 continue;
             }
-            let item = Queued { frame: frame.clone(), room: tag.clone(), persistent: event.position.is_some() };
-            if self.push(id, item, event.priority) {
+            let item = Queued { frame: frame.clone(), room: tag.clone(), persistent };
+            if Self::push_to(&mut self.dirty, &mut self.counters, id, conn, item, event.priority) {
                 delivered += 1;
             }
         }

@@ -40,6 +40,8 @@ pub struct RealtimeMetrics {
 pub struct Realtime {
     hub: Mutex<Hub>,
     waker: OnceLock<Arc<mio::Waker>>,
+    /// The reactor's thread: its own fan-outs need no wake-up (it drains after the turn).
+    reactor: OnceLock<std::thread::ThreadId>,
     pub(crate) bridge_skipped: AtomicU64,
     /// Persistent WebSocket events appended to the log.
     pub(crate) persisted: AtomicU64,
@@ -50,6 +52,7 @@ impl Realtime {
         Realtime {
             hub: Mutex::new(Hub::new(send_queue_frames, history_size)),
             waker: OnceLock::new(),
+            reactor: OnceLock::new(),
             bridge_skipped: AtomicU64::new(0),
             persisted: AtomicU64::new(0),
         }
@@ -65,7 +68,12 @@ impl Realtime {
         let _ = self.waker.set(waker);
     }
 
-    /// Fans `events` out and wakes the reactor; returns how many connections each was queued on.
+    /// Called on the reactor's thread when it starts serving.
+    pub fn set_reactor_thread(&self) {
+        let _ = self.reactor.set(std::thread::current().id());
+    }
+
+    /// Fans `events` out and wakes the reactor (unless this is the reactor's thread); returns how many connections each was queued on.
     pub fn fan_out(&self, events: &[WsEvent]) -> Vec<usize> {
         if events.is_empty() {
             return Vec::new();
@@ -74,7 +82,8 @@ impl Realtime {
             let mut hub = self.hub.lock();
             events.iter().map(|event| hub.fan_out(event)).collect()
         };
-        if let Some(waker) = self.waker.get() {
+        let on_reactor = self.reactor.get() == Some(&std::thread::current().id());
+        if let (Some(waker), false) = (self.waker.get(), on_reactor) {
             // A failed wake only delays the frames to the reactor's next tick.
             let _ = waker.wake();
         }

@@ -230,6 +230,7 @@ impl Reactor {
         let mut shutdown_deadline: Option<Instant> = None;
         let mut last_sweep = Instant::now();
         let system = Arc::clone(&self.system);
+        system.realtime().set_reactor_thread();
         loop {
             let timeout = if self.unread.is_empty() && self.pump_again.is_empty() { TICK } else { Duration::ZERO };
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
