@@ -20,7 +20,8 @@
 #
 # Environment: SERVERS (default "herald tokio-tungstenite node-ws"), SUBSCRIBERS (1,100,1000),
 # WARMUP (1 s), DURATION (5 s), WINDOW (256 events), DEPTH (32 requests), LATENCY_RATE (200/s),
-# LATENCY_S (5 s), CONNECTIONS (5000), CLIENT_THREADS (2), HERALD_BIN (skip building Herald;
+# LATENCY_S (5 s), CONNECTIONS (5000), CLIENT_THREADS (2), RSS_USERS ("shared distinct"; empty:
+# no RSS phases), HERALD_COMMIT (what HERALD_BIN was built from, for the report), HERALD_BIN (skip building Herald;
 # measure this binary), REPORT (default benches/websocket/REPORT.md), KEEP (1: keep the temp dir).
 # Every phase runs under `timeout`; servers are stopped on exit. Exit status 1 if a check failed
 # (events lost, reordered or refused, connections closed by a server, a phase timed out).
@@ -36,13 +37,14 @@ LATENCY_RATE=${LATENCY_RATE:-200}
 LATENCY_S=${LATENCY_S:-5}
 CONNECTIONS=${CONNECTIONS:-5000}
 CLIENT_THREADS=${CLIENT_THREADS:-2}
+RSS_USERS=${RSS_USERS-shared distinct}
 KEEP=${KEEP:-0}
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/../.." && pwd)
 REPORT=${REPORT:-$BENCH/REPORT.md}
 COMMAND="bash benches/websocket/run.sh"
-for name in SERVERS SUBSCRIBERS WARMUP DURATION WINDOW DEPTH LATENCY_RATE LATENCY_S CONNECTIONS CLIENT_THREADS HERALD_BIN; do
+for name in SERVERS SUBSCRIBERS WARMUP DURATION WINDOW DEPTH LATENCY_RATE LATENCY_S CONNECTIONS CLIENT_THREADS RSS_USERS HERALD_BIN HERALD_COMMIT; do
     if [[ -n ${!name+x} ]] && env | grep -q "^$name="; then
         COMMAND="$name=\"${!name}\" $COMMAND"
     fi
@@ -95,12 +97,12 @@ stop() {
 # --- build -------------------------------------------------------------------------------------
 if [[ -n ${HERALD_BIN:-} ]]; then
     HERALD=$HERALD_BIN
-    HERALD_ORIGIN="prebuilt binary \`$HERALD_BIN\` (not built by this run)"
+    HERALD_ORIGIN="prebuilt binary \`$HERALD_BIN\` (not built by this run; built from ${HERALD_COMMIT:-an unstated commit})"
 else
     echo "== building Herald: cargo build --release -p herald-core --bin herald" >&2
     (cd "$ROOT" && timeout 1800 cargo build --release -q -p herald-core --bin herald)
     HERALD="${CARGO_TARGET_DIR:-$ROOT/target}/release/herald"
-    HERALD_ORIGIN="built by this run from the work tree"
+    HERALD_ORIGIN="built by this run from the work tree at \`$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)\` ($(git -C "$ROOT" status --porcelain -- core 2>/dev/null | wc -l) files under core/ modified)"
 fi
 [[ -x $HERALD ]] || { echo "run.sh: no Herald binary at $HERALD" >&2; exit 2; }
 # A copy, so that someone rebuilding target/ meanwhile cannot change what is measured.
@@ -141,7 +143,7 @@ start() {
             pattern='peer: listening on http://'
             ;;
         node-ws)
-            node "$BENCH/peer-node/server.mjs" --listen 127.0.0.1:0 >"$dir/log" 2>&1 &
+            node --expose-gc "$BENCH/peer-node/server.mjs" --listen 127.0.0.1:0 >"$dir/log" 2>&1 &
             pattern='node-ws: listening on http://'
             ;;
         *)
@@ -190,9 +192,12 @@ run_load() {
 
 # Herald's own counters after a phase (dropped frames, fan-out latency, connections).
 herald_metrics() {
-    local what=$1 metrics
-    metrics=$(curl -sf --max-time 5 "http://$SERVER_ADDR/metrics" | grep -E '^herald_websocket_(frames_dropped|events_broadcast|events_delivered|connections|fanout_latency)' || true)
-    EVIDENCE+=("Herald after $what: $(printf '%s' "$metrics" | tr '\n' ';' | sed 's/;/; /g')")
+    local what=$1 with_counters=$2 metrics
+    if [[ $with_counters == 1 ]]; then
+        metrics=$(curl -sf --max-time 5 "http://$SERVER_ADDR/metrics" |
+            grep -E '^herald_websocket_(frames_dropped|events_broadcast|events_delivered|fanout_latency_seconds_(sum|count))' || true)
+        EVIDENCE+=("Herald after $what: $(printf '%s' "$metrics" | tr '\n' ';' | sed 's/;/; /g')")
+    fi
     EVIDENCE+=("Herald after $what: VmRSS $(awk '/VmRSS/ {print $2, $3}' "/proc/$SERVER_PID/status"), VmHWM $(awk '/VmHWM/ {print $2, $3}' "/proc/$SERVER_PID/status"), threads $(awk '/Threads/ {print $2}' "/proc/$SERVER_PID/status")")
 }
 
@@ -215,15 +220,16 @@ for name in $SERVERS; do
         --publish "http://$SERVER_ADDR/v1/broadcast" --pid "$SERVER_PID" --subscribers "$SUBSCRIBERS" \
         --warmup-s "$WARMUP" --duration-s "$DURATION" --window-events "$WINDOW" --depth "$DEPTH" \
         --latency-rate "$LATENCY_RATE" --latency-s "$LATENCY_S" --users distinct
-    [[ $name == herald ]] && herald_metrics "the throughput and latency phases"
+    [[ $name == herald ]] && herald_metrics "the throughput and latency phases" 1
     stop "$SERVER_PID"
     server_log_check "$name"
 
-    for users in shared distinct; do
+    for users in $RSS_USERS; do
         start "$name"
         run_load 300 rss --name "$name" --url "ws://$SERVER_ADDR/v1/ws" --pid "$SERVER_PID" \
-            --connections "$CONNECTIONS" --settle-s 3 --users "$users" --timeout-s 240
-        [[ $name == herald ]] && herald_metrics "$CONNECTIONS idle connections ($users user ids)"
+            --connections "$CONNECTIONS" --settle-s 3 --users "$users" --timeout-s 240 \
+            $([[ $name == node-ws ]] && echo --gc-signal usr2)
+        [[ $name == herald ]] && herald_metrics "$CONNECTIONS idle connections ($users user ids) and their close" 0
         stop "$SERVER_PID"
         server_log_check "$name"
     done
@@ -240,7 +246,6 @@ NICE_SHARE=$(awk -v a="$STAT_START" -v b="$STAT_END" 'BEGIN {
 # --- report ------------------------------------------------------------------------------------
 TABLES=$("$LOAD" report --results "$RESULTS")
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(git -C "$ROOT" status --porcelain -- core 2>/dev/null | wc -l)
 RUSTC=$(rustc --version 2>/dev/null || echo unknown)
 NODE=$(node --version)
 WS=$(node -p "require('$BENCH/peer-node/node_modules/ws/package.json').version" 2>/dev/null || echo unknown)
@@ -265,7 +270,7 @@ MODEL=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
     echo
     echo "Settings: subscribers $SUBSCRIBERS; throughput: ${WARMUP} s warm-up, ${DURATION} s measured, at most $WINDOW events per subscriber in flight, $DEPTH pipelined requests; latency: $LATENCY_RATE events/s for ${LATENCY_S} s; RSS: $CONNECTIONS connections, 3 s settle; client: $CLIENT_THREADS tokio worker threads."
     echo
-    echo "Herald: $HERALD_ORIGIN; repository at \`$COMMIT\` ($DIRTY files under core/ differ from it in the work tree at report time), config \`[websocket] send_queue_frames = 65536\`, \`[server] max_connections = 20000\`, development preset (no auth, fsync never). Peers: tokio-tungstenite $TT on tokio $TOKIO (\`src/bin/peer.rs\`, 2 worker threads, read buffer 4 KiB), Node $NODE with ws $WS (\`peer-node/server.mjs\`)."
+    echo "Herald: $HERALD_ORIGIN; the repository was at \`$COMMIT\` when the report was written; config \`[websocket] send_queue_frames = 65536\`, \`[server] max_connections = 20000\`, development preset (no auth, fsync never). Peers: tokio-tungstenite $TT on tokio $TOKIO (\`src/bin/peer.rs\`, 2 worker threads, read buffer 4 KiB), Node $NODE with ws $WS (\`peer-node/server.mjs\`)."
     echo
     echo "## Machine"
     echo
@@ -287,9 +292,9 @@ MODEL=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
     echo "- Subscribers: \`?user_id=bench-<i>\` (distinct users), subscribe to \`bench:r1\`, all subscribed before publishing. The client is a minimal RFC 6455 client on tokio (\`src/bin/load.rs\`): per frame it parses the header and searches for \`\"seq\":\` and \`\"sent_ns\":\`, no JSON parse."
     echo "- Publishing, identical for the three servers: \`POST /v1/broadcast\` with \`{\"type\":\"bench\",\"event\":\"bench.tick\",\"data\":{\"seq\":N,\"sent_ns\":T},\"target\":{\"type\":\"bench\",\"id\":\"r1\"}}\` on one HTTP/1.1 keep-alive connection to the server's one port, up to $DEPTH requests pipelined, never more than $WINDOW events per subscriber published and not yet received (on average), so queues stay far below their 65,536-frame bound. The peers fill Herald's defaults (\`id\`, \`timestamp\`, \`priority\`, \`persistent\`, \`source\`, \`exclude_users\`), so every server sends the same ~315-byte frame (see \"frame bytes\")."
     echo "- Throughput: event frames received by all subscribers during the measured window ÷ its wall time. Server CPU: utime + stime of the server process (all threads) from \`/proc/PID/stat\` over the same window (10 ms ticks); frames per server CPU-second = frames ÷ that. Client cores: the load client's own CPU over the window."
-    echo "- Latency: $LATENCY_RATE events/s open loop; \`sent_ns\` is the client's monotonic clock when the request is built; the receive time is read once per socket read. Every subscriber's every event is a sample. At 1,000 subscribers this rate is $((LATENCY_RATE * 1000)) frames/s with one write per frame per connection (nothing to batch at 5 ms spacing), close to what the 2 shared cores can do: read that row as latency near saturation."
+    echo "- Latency: $LATENCY_RATE events/s open loop; \`sent_ns\` is the client's monotonic clock when the request is built; the receive time is read once per socket read. Every subscriber's every event is a sample. At 1,000 subscribers this rate is $((LATENCY_RATE * 1000 / 1000)) k frames/s with one write per frame per connection (at this spacing there is nothing to batch), close to what the 2 shared cores can do: read that row as latency near saturation."
     echo "- Checks after every phase: each subscriber received every event exactly once, in order; the servers' \`delivered\` answers add up to events × subscribers; no answer other than 202; no connection closed by the server."
-    echo "- RSS: a fresh server; VmRSS before, then $CONNECTIONS connections subscribed to \`bench:r1\` (at most 128 handshakes at a time), all subscribed, 3 s settle, VmRSS again; (after − before) ÷ $CONNECTIONS. \`shared\`: all connections use one user id; \`distinct\`: one user id each (Herald then sends presence \`join\`s to the room and lists the members in each \`subscribed\` reply; the peers have no presence)."
+    echo "- RSS: a fresh server; VmRSS before (once it is steady: four readings 250 ms apart within 64 KiB; the Node peer first gets SIGUSR2, a full GC), then $CONNECTIONS connections subscribed to \`bench:r1\` (at most 128 handshakes at a time), all subscribed, 3 s settle, VmRSS again (steady, as before); (after − before) ÷ $CONNECTIONS. \`shared\`: all connections use one user id; \`distinct\`: one user id each (Herald then sends presence \`join\`s to the room and lists the members in each \`subscribed\` reply; the peers have no presence)."
     echo
     echo "## Checks"
     echo

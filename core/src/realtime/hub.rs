@@ -443,7 +443,7 @@ impl Hub {
         let mut delivered = 0;
         for id in recipients {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
-            if !excluded.is_empty() && excluded.iter().any(|user| *user == conn.identity.user_id) {
+            if !excluded.is_empty() && excluded.contains(&conn.identity.user_id) {
                 self.counters.dropped_excluded += 1;
                 continue;
             }

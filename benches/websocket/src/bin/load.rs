@@ -7,7 +7,7 @@
 //!             [--duration-s 5] [--window-events 256] [--depth 32] [--latency-rate 200]
 //!             [--latency-s 5] [--users distinct|shared] [--threads 2] [--timeout-s 30]
 //! load rss    --name NAME --url … --pid SERVER_PID --out FILE [--connections 5000]
-//!             [--settle-s 3] [--users shared|distinct]
+//!             [--settle-s 3] [--users shared|distinct] [--gc-signal usr2]
 //! load report --results FILE        (the Markdown tables of a results file, on stdout)
 //! ```
 //!
@@ -35,7 +35,8 @@
 //!   was closed by the server. A failed check is printed as `CHECK-FAILED` and makes the exit
 //!   status 1.
 //!
-//! `rss`: reads the server's VmRSS, opens `--connections` WebSocket connections subscribed to
+//! `rss`: reads the server's VmRSS once it is steady (with `--gc-signal usr2`, after asking the
+//! Node peer for a full garbage collection), opens `--connections` WebSocket connections subscribed to
 //! `bench:r1`, waits until all are subscribed and `--settle-s` more, reads VmRSS again:
 //! (after − before) / connections.
 
@@ -375,7 +376,8 @@ async fn subscriber(
             }
             shared.event_frame_bytes.fetch_add(event_bytes, Ordering::Relaxed);
             shared.received.fetch_add(events, Ordering::SeqCst);
-            if shared.publisher_waiting.load(Ordering::SeqCst) && shared.publisher_waiting.swap(false, Ordering::SeqCst) {
+            if shared.publisher_waiting.load(Ordering::SeqCst) && shared.publisher_waiting.swap(false, Ordering::SeqCst)
+            {
                 shared.window_opened.notify_one();
             }
             if !samples.is_empty() {
@@ -538,7 +540,12 @@ fn broadcast_request(host: &str, path: &str, seq: u64, sent_ns: u64, out: &mut V
     .unwrap();
 }
 
-async fn publish(address: String, path: String, shared: Arc<Shared>, plan: PublishPlan) -> Result<PublishOutcome, String> {
+async fn publish(
+    address: String,
+    path: String,
+    shared: Arc<Shared>,
+    plan: PublishPlan,
+) -> Result<PublishOutcome, String> {
     let stream = TcpStream::connect(&address).await.map_err(|e| format!("publisher connect: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let (mut reader, mut writer) = stream.into_split();
@@ -584,9 +591,9 @@ async fn publish(address: String, path: String, shared: Arc<Shared>, plan: Publi
                         outcome.delivered += number_after(body, &delivered_key).unwrap_or(0);
                     } else {
                         outcome.refused += 1;
-                        outcome.first_refusal.get_or_insert_with(|| {
-                            format!("{:?} {}", response.code, String::from_utf8_lossy(body))
-                        });
+                        outcome
+                            .first_refusal
+                            .get_or_insert_with(|| format!("{:?} {}", response.code, String::from_utf8_lossy(body)));
                     }
                     consumed += head + length;
                     answered += 1;
@@ -603,7 +610,8 @@ async fn publish(address: String, path: String, shared: Arc<Shared>, plan: Publi
     let mut out = Vec::with_capacity(64 * 1024);
     let window_frames = plan.window_events * plan.subscribers;
     let window_open = |events: u64| {
-        (events * plan.subscribers).saturating_sub(shared.received.load(Ordering::SeqCst) - received_base) <= window_frames
+        (events * plan.subscribers).saturating_sub(shared.received.load(Ordering::SeqCst) - received_base)
+            <= window_frames
     };
     loop {
         if plan.stop.load(Ordering::Relaxed) || plan.count.is_some_and(|count| events >= count) {
@@ -938,9 +946,10 @@ fn rss(args: &Args) -> i32 {
         die(&format!("RLIMIT_NOFILE is {limit}: too low for {connections} connections"));
     }
     let runtime = runtime(args);
+    let gc_signal = args.get("gc-signal") == Some("usr2");
     runtime.block_on(async {
         let shared = Shared::new();
-        let before_kib = vm_rss_kib(pid);
+        let before_kib = settled_rss_kib(pid, gc_signal).await;
         let started = Instant::now();
         let subs = match Subscribers::connect(connections, &ws_address, &ws_path, &users, &shared, timeout).await {
             Ok(subs) => subs,
@@ -951,7 +960,7 @@ fn rss(args: &Args) -> i32 {
         };
         let setup_s = started.elapsed().as_secs_f64();
         tokio::time::sleep(settle).await;
-        let after_kib = vm_rss_kib(pid);
+        let after_kib = settled_rss_kib(pid, gc_signal).await;
         let closed = shared.closed_by_server.load(Ordering::Relaxed);
         let bytes_per_connection = (after_kib.saturating_sub(before_kib) * 1024) as f64 / connections as f64;
         emit(
@@ -970,6 +979,29 @@ fn rss(args: &Args) -> i32 {
         }
         0
     })
+}
+
+/// VmRSS once it has stopped moving: a fresh server may still be touching memory it set up at
+/// start (Herald prefaults its first segment), and a garbage-collected one may still be
+/// collecting. With `gc`, SIGUSR2 first asks the Node peer for a full collection. Samples every
+/// 250 ms until four in a row are within 64 KiB of each other, at most 10 s.
+async fn settled_rss_kib(pid: u32, gc: bool) -> u64 {
+    if gc {
+        // SAFETY: kill has no memory-safety preconditions; the pid is the server we were given.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR2) };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut samples = vec![vm_rss_kib(pid)];
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        samples.push(vm_rss_kib(pid));
+        let last = &samples[samples.len().saturating_sub(4)..];
+        if last.len() == 4 && last.iter().max().unwrap() - last.iter().min().unwrap() < 64 {
+            break;
+        }
+    }
+    *samples.last().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1050,7 +1082,8 @@ fn report(args: &Args) -> i32 {
             );
         }
     }
-    let rate = records.iter().find(|r| r.get("kind").map(String::as_str) == Some("latency")).and_then(|r| r.get("rate"));
+    let rate =
+        records.iter().find(|r| r.get("kind").map(String::as_str) == Some("latency")).and_then(|r| r.get("rate"));
     if let Some(rate) = rate {
         println!();
         println!("Latency columns: {rate} events/s for the latency phase's duration, publish → receive, to every subscriber of the row.");
@@ -1080,12 +1113,12 @@ fn report(args: &Args) -> i32 {
         records.iter().filter(|r| r.get("kind").map(String::as_str) == Some("rss")).collect();
     if !rss.is_empty() {
         println!();
-        println!("| server | idle connections | users | RSS before | RSS after | RSS per idle connection |");
-        println!("| --- | ---: | --- | ---: | ---: | ---: |");
+        println!("| server | idle connections | users | RSS before | RSS after | RSS per idle connection | time to subscribe all | frames besides `subscribed` |");
+        println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
         for r in &rss {
             let per = field(Some(r), "bytes_per_connection").unwrap_or(0.0);
             println!(
-                "| {} | {} | {} | {} KiB | {} KiB | {:.1} KiB ({} B) |",
+                "| {} | {} | {} | {} KiB | {} KiB | {:.1} KiB ({} B) | {:.2} s | {} |",
                 r["impl"],
                 thousands(field(Some(r), "connections").unwrap_or(0.0)),
                 r.get("users").map_or("", String::as_str),
@@ -1093,6 +1126,8 @@ fn report(args: &Args) -> i32 {
                 thousands(field(Some(r), "rss_after_kib").unwrap_or(0.0)),
                 per / 1024.0,
                 thousands(per),
+                field(Some(r), "setup_s").unwrap_or(0.0),
+                thousands(field(Some(r), "other_frames").unwrap_or(0.0)),
             );
         }
     }
@@ -1115,17 +1150,19 @@ fn report(args: &Args) -> i32 {
             _ => println!("| ≥ 1.5× tokio-tungstenite's frames per server CPU-second at {top} subscribers | not measured | – |"),
         }
     }
-    match rss.iter().find(|r| r.get("impl").map(String::as_str) == Some("herald")) {
-        Some(r) => {
-            let per = field(Some(r), "bytes_per_connection").unwrap_or(f64::MAX);
-            println!(
-                "| ≤ 16 KiB RSS per idle connection ({} connections, fresh server) | {:.1} KiB | {} |",
-                r["connections"],
-                per / 1024.0,
-                if per <= 16.0 * 1024.0 { "met" } else { "missed" }
-            );
-        }
-        None => println!("| ≤ 16 KiB RSS per idle connection | not measured | – |"),
+    let herald_rss: Vec<_> = rss.iter().filter(|r| r.get("impl").map(String::as_str) == Some("herald")).collect();
+    if herald_rss.is_empty() {
+        println!("| ≤ 16 KiB RSS per idle connection | not measured | – |");
+    }
+    for r in herald_rss {
+        let per = field(Some(r), "bytes_per_connection").unwrap_or(f64::MAX);
+        println!(
+            "| ≤ 16 KiB RSS per idle connection ({} connections, fresh server, {} user ids) | {:.1} KiB | {} |",
+            r["connections"],
+            r.get("users").map_or("?", String::as_str),
+            per / 1024.0,
+            if per <= 16.0 * 1024.0 { "met" } else { "missed" }
+        );
     }
     0
 }

@@ -85,7 +85,7 @@ async fn serve(listen: String, read_buffer_bytes: usize) {
                 match stream.peek(&mut first).await {
                     Ok(0) | Err(_) => return,
                     Ok(4) => break,
-                    Ok(_) => tokio::task::yield_now().await,
+                    Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(1)).await, // not spin on a slow client
                 }
             }
             if &first == b"GET " {
@@ -97,6 +97,8 @@ async fn serve(listen: String, read_buffer_bytes: usize) {
     }
 }
 
+// The handshake callback's error type is tungstenite's `ErrorResponse`, not ours to shrink.
+#[allow(clippy::result_large_err)]
 async fn websocket(stream: TcpStream, state: Arc<State>, config: WebSocketConfig) {
     let check_path = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         if request.uri().path() == "/v1/ws" {
@@ -155,13 +157,7 @@ async fn websocket(stream: TcpStream, state: Arc<State>, config: WebSocketConfig
 }
 
 /// Handles a client op; returns the reply's text.
-fn handle_op(
-    state: &State,
-    id: ConnId,
-    tx: &mpsc::Sender<Message>,
-    joined: &mut Vec<String>,
-    text: &str,
-) -> String {
+fn handle_op(state: &State, id: ConnId, tx: &mpsc::Sender<Message>, joined: &mut Vec<String>, text: &str) -> String {
     let Ok(op) = serde_json::from_str::<serde_json::Value>(text) else {
         return r#"{"code":"invalid_json","message":"not JSON","op":"error"}"#.to_owned();
     };
