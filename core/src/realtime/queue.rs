@@ -117,6 +117,19 @@ impl SendQueue {
         self.ordered.is_empty() && self.live == 0
     }
 
+    /// Gives back the memory of lanes a burst grew, once they are empty again (an idle
+    /// connection keeps almost nothing).
+    pub fn shrink_if_idle(&mut self) {
+        if !self.is_empty() {
+            return;
+        }
+        for lane in std::iter::once(&mut self.ordered).chain(self.lanes.iter_mut()) {
+            if lane.capacity() > 16 {
+                *lane = VecDeque::new();
+            }
+        }
+    }
+
     /// Frames queued (the ordered lane included).
     pub fn len(&self) -> usize {
         self.ordered.len() + self.live

@@ -366,6 +366,7 @@ impl Reactor {
                     let Some(frame) = conn.queue.pop() else { break };
                     connection.output.extend_from_slice(&frame);
                 }
+                conn.queue.shrink_if_idle();
             }
             tokens
         };
@@ -569,10 +570,10 @@ impl Connection {
             }
             done = false;
         }
-        if self.output.capacity() > 16 * 1024 && self.output.is_empty() {
+        if self.output.capacity() > 4 * 1024 && self.output.is_empty() {
             self.output = Vec::new();
         }
-        if self.input.capacity() > 16 * 1024 && self.input.is_empty() {
+        if self.input.capacity() > 4 * 1024 && self.input.is_empty() {
             self.input = Vec::new();
         }
         done
