@@ -1442,3 +1442,31 @@ def test_slow_clients_are_cut_off_after_request_timeout(start_herald):
     finally:
         conn.close()
     assert_serves(port)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers the other suites share (webhooks_test.py, websocket_test.py)
+
+POLL_INTERVAL_S = 0.05
+SERVER_STOP_TIMEOUT_S = 10.0
+
+
+def wait_until(predicate, timeout_s, what):
+    """Polls `predicate` every POLL_INTERVAL_S until it is truthy (returned) or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout_s}s: {what() if callable(what) else what}")
+        time.sleep(POLL_INTERVAL_S)
+
+
+def stop_quietly(server):
+    """SIGTERM (SIGKILL after SERVER_STOP_TIMEOUT_S); for teardown, where how it stops is not under test."""
+    if server.running():
+        try:
+            server.terminate(timeout=SERVER_STOP_TIMEOUT_S)
+        except AssertionError:
+            pass

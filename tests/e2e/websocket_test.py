@@ -56,6 +56,8 @@ except ImportError:  # websockets 12: the legacy asyncio client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_test import (  # noqa: E402 - the shared server helpers live in server_test.py
+    stop_quietly,
+    wait_until,
     IO_TIMEOUT,
     JWT_SECRET,
     TIMESTAMP_RE,
@@ -96,25 +98,6 @@ SYNC_OPTIONS = _client_options(ws_connect)
 ASYNC_OPTIONS = dict(_client_options(ws_async_connect.__init__), ping_interval=None)
 
 
-def wait_until(predicate, timeout_s, what):
-    """Polls `predicate` every POLL_INTERVAL_S until it is truthy (returned) or `timeout_s` passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout_s}s: {what() if callable(what) else what}")
-        time.sleep(POLL_INTERVAL_S)
-
-
-def stop_quietly(server):
-    """SIGTERM (SIGKILL after SERVER_STOP_TIMEOUT_S); for teardown, where how it stops is not under test."""
-    if server.running():
-        try:
-            server.terminate(timeout=SERVER_STOP_TIMEOUT_S)
-        except AssertionError:
-            pass
 
 
 @pytest.fixture

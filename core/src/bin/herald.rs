@@ -82,6 +82,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration of the preset, the config file and the flags, in that precedence.
+fn resolve_config(
+    preset: Option<String>,
+    config_path: Option<&std::path::Path>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> Result<Config, String> {
+    let preset = preset.as_deref().map(str::parse::<Preset>).transpose().map_err(|error| error.to_string())?;
+    let text = match config_path {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|error| format!("cannot read the config file {}: {error}", path.display()))?,
+        ),
+        None => None,
+    };
+    let overrides = CliOverrides { preset, listen, data_dir };
+    Config::resolve(&overrides, text.as_deref()).map_err(|error| format!("invalid configuration: {error}"))
+}
+
 fn token(
     user: &str,
     rooms: Option<Vec<String>>,
@@ -93,21 +112,9 @@ fn token(
         eprintln!("herald: {message}");
         ExitCode::FAILURE
     };
-    let preset = match preset.as_deref().map(str::parse::<Preset>).transpose() {
-        Ok(preset) => preset,
-        Err(error) => return fail(error.to_string()),
-    };
-    let text = match &config_path {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => Some(text),
-            Err(error) => return fail(format!("cannot read the config file {}: {error}", path.display())),
-        },
-        None => None,
-    };
-    let overrides = CliOverrides { preset, ..CliOverrides::default() };
-    let config = match Config::resolve(&overrides, text.as_deref()) {
+    let config = match resolve_config(preset, config_path.as_deref(), None, None) {
         Ok(config) => config,
-        Err(error) => return fail(format!("invalid configuration: {error}")),
+        Err(message) => return fail(message),
     };
     let Some(secret) = config.auth.jwt_secret.as_deref() else {
         return fail("auth.jwt_secret is not set: give --config with an [auth] jwt_secret".into());
@@ -136,21 +143,9 @@ fn serve(
         eprintln!("herald: {message}");
         ExitCode::FAILURE
     };
-    let preset = match preset.as_deref().map(str::parse::<Preset>).transpose() {
-        Ok(preset) => preset,
-        Err(error) => return fail(error.to_string()),
-    };
-    let text = match &config_path {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => Some(text),
-            Err(error) => return fail(format!("cannot read the config file {}: {error}", path.display())),
-        },
-        None => None,
-    };
-    let overrides = CliOverrides { preset, listen, data_dir };
-    let config = match Config::resolve(&overrides, text.as_deref()) {
+    let config = match resolve_config(preset, config_path.as_deref(), listen, data_dir) {
         Ok(config) => config,
-        Err(error) => return fail(format!("invalid configuration: {error}")),
+        Err(message) => return fail(message),
     };
     let level = level.unwrap_or(config.server.log_level);
     let shutdown_timeout = Duration::from_millis(config.server.shutdown_timeout_ms);
