@@ -201,8 +201,8 @@ impl System {
     /// appended in the same atomic batch, integration events are routed to webhooks and
     /// WebSocket events fanned out; the outcome lists the drafts' own events.
     pub fn publish(&self, drafts: Vec<EventDraft>) -> Result<AppendOutcome, BusError> {
-        let batch = self.bridged(drafts);
-        let outcome = self.bus.publish_batch(batch.drafts.clone())?;
+        let (drafts, batch) = self.bridged(drafts);
+        let outcome = self.bus.publish_batch(drafts)?;
         self.after_append(&batch, &outcome, false);
         Ok(truncated(outcome, batch.own))
     }
@@ -211,17 +211,19 @@ impl System {
     /// The caller calls [`System::sync_pending`] before acknowledging, then dispatches and calls
     /// [`System::after_sync`] (which routes and fans out what the bridges made).
     pub fn publish_deferred(&self, drafts: Vec<EventDraft>) -> Result<(AppendOutcome, PendingDispatch<'_>), BusError> {
-        let batch = self.bridged(drafts);
-        let (outcome, pending) = self.bus.publish_batch_deferred(batch.drafts.clone())?;
+        let (drafts, batch) = self.bridged(drafts);
+        let (outcome, pending) = self.bus.publish_batch_deferred(drafts)?;
         self.after_append(&batch, &outcome, true);
         Ok((truncated(outcome, batch.own), pending))
     }
 
     /// The drafts with what the bridges make of them.
-    fn bridged(&self, mut drafts: Vec<EventDraft>) -> Batch {
+    fn bridged(&self, mut drafts: Vec<EventDraft>) -> (Vec<EventDraft>, Batch) {
         let own = drafts.len();
+        let integration = |drafts: &[EventDraft]| drafts.iter().filter(|d| d.kind == EventKind::Integration).count();
         if self.bridge.is_none() && self.ws_bridge.is_none() {
-            return Batch { drafts, own, ws: Vec::new() };
+            let integration = integration(&drafts);
+            return (drafts, Batch { own, integration, ws: Vec::new() });
         }
         drafts.iter_mut().for_each(crate::dispatch::context::apply);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
@@ -255,16 +257,16 @@ impl System {
                 drafts.push(draft);
             }
         }
-        Batch { drafts, own, ws }
+        let integration = integration(&drafts);
+        (drafts, Batch { own, integration, ws })
     }
 
     /// Routes a batch's integration events and fans out its WebSocket events (now, or after
     /// the sync when `deferred`).
     fn after_append(&self, batch: &Batch, outcome: &AppendOutcome, deferred: bool) {
         let AppendOutcome::Appended(events) = outcome else { return };
-        let integration = batch.drafts.iter().filter(|d| d.kind == EventKind::Integration).count();
-        if integration > 0 {
-            self.webhooks.note_published(integration as u64);
+        if batch.integration > 0 {
+            self.webhooks.note_published(batch.integration as u64);
             if deferred {
                 self.unrouted.store(true, Ordering::Release);
             } else {
@@ -512,12 +514,13 @@ fn websocket_bridge(config: &Config) -> Result<Option<WsBridge>, SystemError> {
     Ok(Some(bridge))
 }
 
-/// A publish's drafts after the bridges: the caller's (`own`, first), then the integration and
-/// persistent WebSocket events they became; and the WebSocket events to fan out, each with the
-/// index of its draft when it is persistent.
+/// What a publish's drafts are after the bridges (the drafts themselves go to the bus): the
+/// caller's come first (`own` of them), then the integration and persistent WebSocket events they
+/// became; `integration` counts the integration events among all; `ws` holds the WebSocket events
+/// to fan out, each with the index of its draft when it is persistent.
 struct Batch {
-    drafts: Vec<EventDraft>,
     own: usize,
+    integration: usize,
     ws: Vec<(WsEvent, Option<usize>)>,
 }
 
