@@ -79,6 +79,8 @@ pub(super) struct Reactor {
     unread: Vec<Token>,
     /// WebSocket connections whose queue still holds frames after their output drained.
     pump_again: Vec<Token>,
+    /// Open WebSocket connections (without any, a turn does not touch the hub).
+    ws_connections: usize,
     /// Where reads land before they are appended to a connection's input.
     scratch: Box<[u8]>,
     system: Arc<System>,
@@ -209,6 +211,7 @@ impl Reactor {
             next_token: FIRST_CONNECTION,
             unread: Vec::new(),
             pump_again: Vec::new(),
+            ws_connections: 0,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             system,
             settings,
@@ -269,6 +272,9 @@ impl Reactor {
                 }
                 if connection.ws.is_none() {
                     connection.answer(token, &system, &self.settings, shutting_down, &mut turn);
+                    if connection.ws.is_some() {
+                        self.ws_connections += 1;
+                    }
                 }
                 // After an upgrade the rest of the input is the client's first frames.
                 if connection.ws.is_some() {
@@ -293,9 +299,11 @@ impl Reactor {
                     self.unread.push(token);
                 }
             }
-            let mut pumped: Vec<Token> = self.pump_again.drain(..).collect();
-            pumped.extend(touched.iter().map(|&(token, _)| token));
-            self.pump(pumped);
+            if self.ws_connections > 0 {
+                let mut pumped: Vec<Token> = self.pump_again.drain(..).collect();
+                pumped.extend(touched.iter().map(|&(token, _)| token));
+                self.pump(pumped);
+            }
             if self.stop.load(Ordering::Acquire) && shutdown_deadline.is_none() {
                 shutdown_deadline = Some(Instant::now() + self.settings.shutdown_timeout);
                 self.stop_accepting();
@@ -475,6 +483,7 @@ impl Reactor {
         if let Some(mut connection) = self.connections.remove(&token) {
             let _ = self.poll.registry().deregister(&mut connection.stream);
             if connection.ws.is_some() {
+                self.ws_connections -= 1;
                 self.system.realtime().hub().disconnect(token.0);
             }
         }
