@@ -82,6 +82,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// Reports `message` on stderr; the exit code of a failed command.
+fn fail(message: String) -> ExitCode {
+    eprintln!("herald: {message}");
+    ExitCode::FAILURE
+}
+
 /// The configuration of the preset, the config file and the flags, in that precedence.
 fn resolve_config(
     preset: Option<String>,
@@ -108,10 +114,6 @@ fn token(
     config_path: Option<PathBuf>,
     preset: Option<String>,
 ) -> ExitCode {
-    let fail = |message: String| {
-        eprintln!("herald: {message}");
-        ExitCode::FAILURE
-    };
     let config = match resolve_config(preset, config_path.as_deref(), None, None) {
         Ok(config) => config,
         Err(message) => return fail(message),
@@ -139,10 +141,6 @@ fn serve(
     listen: Option<String>,
     data_dir: Option<PathBuf>,
 ) -> ExitCode {
-    let fail = |message: String| {
-        eprintln!("herald: {message}");
-        ExitCode::FAILURE
-    };
     let config = match resolve_config(preset, config_path.as_deref(), listen, data_dir) {
         Ok(config) => config,
         Err(message) => return fail(message),
