@@ -10,7 +10,7 @@ thread_local! {
 }
 
 /// Runs `f` with `(event id, correlation id)` as the cause of anything published inside it.
-pub(crate) fn with_cause<R>(event_id: Uuid, correlation_id: Uuid, f: impl FnOnce() -> R) -> R {
+pub fn with_cause<R>(event_id: Uuid, correlation_id: Uuid, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<(Uuid, Uuid)>);
     impl Drop for Restore {
         fn drop(&mut self) {

@@ -18,6 +18,7 @@ mod slots;
 mod sync;
 
 pub use bus::{Backpressure, BusBuilder, BusConfig, BusError, EventBus, PendingDispatch};
+pub use context::with_cause;
 pub use handler::{DeadLetter, DeadLetterSink, DomainEvent, Filter, HandlerResult, Subscription};
 pub use metrics::{BusMetrics, HandlerStats};
 

@@ -178,6 +178,63 @@ impl EventDraft {
     }
 }
 
+impl EventDraft {
+    /// Parses a publish body: one draft, or `{"events": [draft, …]}` (an atomic batch). Text
+    /// that is not JSON is an error on the field `body`; JSON of the wrong shape names the
+    /// field (found with `serde_path_to_error`, e.g. `events[1].aggregate_id`).
+    pub fn batch_from_json(body: &[u8]) -> Result<Vec<EventDraft>, ValidationError> {
+        // One parse for the common case, a single draft; a body with no draft field is looked
+        // at again as a batch.
+        let mut input = serde_json::Deserializer::from_slice(body);
+        let draft: DraftJson<'_> = serde_path_to_error::deserialize(&mut input).map_err(|e| path_error(e, None))?;
+        input.end().map_err(|error| json_error(error, "body"))?;
+        let batch = if draft.is_empty() { serde_json::from_slice::<BatchJson<'_>>(body).ok() } else { None };
+        let Some(events) = batch.and_then(|batch| batch.events) else {
+            return Ok(vec![draft.into_draft()?]);
+        };
+        let mut input = serde_json::Deserializer::from_str(events.get());
+        let items: Vec<DraftJson<'_>> =
+            serde_path_to_error::deserialize(&mut input).map_err(|e| path_error(e, Some("events")))?;
+        if items.is_empty() {
+            return Err(ValidationError::new("events", "must hold at least one event"));
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                item.into_draft().map_err(|e| ValidationError::new(format!("events[{index}].{}", e.field), e.reason))
+            })
+            .collect()
+    }
+}
+
+#[derive(Deserialize)]
+struct BatchJson<'a> {
+    #[serde(borrow)]
+    events: Option<&'a RawValue>,
+}
+
+/// A syntax error is on the field `body` (the caller's "not JSON"); a JSON value of the wrong
+/// type is on `field`.
+fn json_error(error: serde_json::Error, field: &str) -> ValidationError {
+    match error.classify() {
+        serde_json::error::Category::Data => ValidationError::new(field, format!("has the wrong shape: {error}")),
+        _ => ValidationError::new("body", error.to_string()),
+    }
+}
+
+/// A shape error at a path inside the body (`prefix` names the array it is in).
+fn path_error(error: serde_path_to_error::Error<serde_json::Error>, prefix: Option<&str>) -> ValidationError {
+    let path = error.path().to_string();
+    let field = match (prefix, path.as_str()) {
+        (Some(prefix), ".") => prefix.to_string(),
+        (Some(prefix), path) => format!("{prefix}{path}"),
+        (None, ".") => "body".to_string(),
+        (None, path) => path.to_string(),
+    };
+    json_error(error.into_inner(), &field)
+}
+
 fn parse_uuid(field: &str, text: Option<&str>) -> Result<Option<Uuid>, ValidationError> {
     text.map(|text| Uuid::try_parse(text).map_err(|_| ValidationError::new(field, format!("`{text}` is not a UUID"))))
         .transpose()

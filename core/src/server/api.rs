@@ -21,7 +21,6 @@ use super::prometheus;
 use super::webhooks;
 use crate::dispatch::{BusError, PendingDispatch};
 use crate::event::time::{format_rfc3339_micros, parse_rfc3339};
-use crate::event::DraftJson;
 use crate::event::{EventDraft, EventKind, ValidationError};
 use crate::integration::IntegrationEvent;
 use crate::realtime::WsEvent;
@@ -143,63 +142,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Appends
 
-#[derive(Deserialize)]
-struct BatchJson<'a> {
-    #[serde(borrow)]
-    events: Option<&'a RawValue>,
-}
-
-/// Parses the body: one draft, or `{"events": [draft, …]}`. Text that is not JSON is
-/// `invalid_json`; JSON of the wrong shape is `invalid_request` naming the field (found with
-/// `serde_path_to_error`, e.g. `events[1].aggregate_id`).
-fn parse_drafts(body: &[u8]) -> Result<Vec<EventDraft>, Response> {
-    // One parse for the common case, a single draft; a body with no draft field is looked at
-    // again as a batch.
-    let mut input = serde_json::Deserializer::from_slice(body);
-    let draft: DraftJson<'_> = serde_path_to_error::deserialize(&mut input).map_err(|error| path_error(error, None))?;
-    input.end().map_err(|error| json_error(error, "body"))?;
-    let batch = if draft.is_empty() { serde_json::from_slice::<BatchJson<'_>>(body).ok() } else { None };
-    let Some(events) = batch.and_then(|batch| batch.events) else {
-        return draft.into_draft().map(|draft| vec![draft]).map_err(|error| invalid_request(&error, None));
-    };
-    let mut input = serde_json::Deserializer::from_str(events.get());
-    let items: Vec<DraftJson<'_>> =
-        serde_path_to_error::deserialize(&mut input).map_err(|error| path_error(error, Some("events")))?;
-    if items.is_empty() {
-        return Err(bad_field("events", "must hold at least one event"));
-    }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(index, item)| item.into_draft().map_err(|error| invalid_request(&error, Some(index))))
-        .collect()
-}
-
-/// `invalid_json` for text that is not JSON; `invalid_request` on `field` for JSON of the wrong
-/// type.
-fn json_error(error: serde_json::Error, field: &str) -> Response {
-    match error.classify() {
-        serde_json::error::Category::Data => bad_field(field, &format!("has the wrong shape: {error}")),
-        _ => Response::error(400, "invalid_json", &error.to_string()),
-    }
-}
-
-/// A shape error at a path inside the body (`prefix` names the array it is in).
-fn path_error(error: serde_path_to_error::Error<serde_json::Error>, prefix: Option<&str>) -> Response {
-    let path = error.path().to_string();
-    let field = match (prefix, path.as_str()) {
-        (Some(prefix), ".") => prefix.to_string(),
-        (Some(prefix), path) => format!("{prefix}{path}"),
-        (None, ".") => "body".to_string(),
-        (None, path) => path.to_string(),
-    };
-    json_error(error.into_inner(), &field)
-}
-
 fn append<'a>(system: &'a System, request: &Request) -> Reply<'a> {
-    let drafts = match parse_drafts(&request.body) {
+    let drafts = match EventDraft::batch_from_json(&request.body) {
         Ok(drafts) => drafts,
-        Err(response) => return Reply::Now(response),
+        Err(error) => return Reply::Now(invalid_request(&error, None)),
     };
     match system.publish_deferred(drafts) {
         Ok((outcome, pending)) => {

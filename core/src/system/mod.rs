@@ -14,6 +14,7 @@
 //!   start without `auth.api_keys` and `auth.jwt_secret`), then opens the store.
 
 pub mod config;
+pub mod tail;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,7 @@ use crate::realtime::{Priority, Realtime, RealtimeMetrics, WsEvent};
 use crate::store::{AppendOutcome, Durability, EventStore, Log, Retention, StoreConfig, StoreError, StoreMetrics};
 use config::{BackpressureMode, Config, ConfigError, FsyncPolicy, Preset, WaitMode};
 use config::{RulePriority, RuleSource};
+use tail::{Appends, Start, Tail};
 
 /// The system layer's errors.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +140,8 @@ pub struct System {
     unrouted: AtomicBool,
     /// Bridged WebSocket events of deferred appends, fanned out by [`System::after_sync`].
     unsent: parking_lot::Mutex<Vec<WsEvent>>,
+    /// Wakes [`Tail`]s after appends.
+    appends: Arc<Appends>,
     started: Instant,
 }
 
@@ -172,6 +176,7 @@ impl System {
             realtime,
             unrouted: AtomicBool::new(false),
             unsent: parking_lot::Mutex::new(Vec::new()),
+            appends: Arc::new(Appends::default()),
             started: Instant::now(),
         })
     }
@@ -203,6 +208,7 @@ impl System {
     pub fn publish(&self, drafts: Vec<EventDraft>) -> Result<AppendOutcome, BusError> {
         let (drafts, batch) = self.bridged(drafts);
         let outcome = self.bus.publish_batch(drafts)?;
+        self.appends.notify();
         self.after_append(&batch, &outcome, false);
         Ok(truncated(outcome, batch.own))
     }
@@ -343,9 +349,16 @@ impl System {
                 return Ok((event, 0));
             }
             self.realtime.persisted.fetch_add(1, Ordering::Relaxed);
+            self.appends.notify();
         }
         let delivered = self.realtime.fan_out(std::slice::from_ref(&event));
         Ok((event, delivered.first().copied().unwrap_or(0)))
+    }
+
+    /// A pull subscription over the committed log from `start`: every kind with `pattern`
+    /// `None`, else the domain events whose routing key matches the AMQP pattern.
+    pub fn tail(&self, pattern: Option<&str>, start: Start) -> Result<Tail, SystemError> {
+        Ok(Tail::new(Arc::clone(&self.store), Arc::clone(&self.appends), pattern, start)?)
     }
 
     /// The realtime part: the hub of WebSocket connections.
@@ -361,6 +374,7 @@ impl System {
     /// Work due once deferred appends are durable: routes integration events appended since,
     /// and fans out the WebSocket events the bridges made of them.
     pub fn after_sync(&self) {
+        self.appends.notify();
         if self.unrouted.swap(false, Ordering::AcqRel) {
             self.route_now();
         }
