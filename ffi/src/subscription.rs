@@ -43,7 +43,7 @@ pub struct herald_subscription {
 }
 
 enum Mode {
-    Pull { tail: Tail, current: Option<Held> },
+    Pull { tail: Box<Tail>, current: Option<Held> },
     Callback { stop: Arc<AtomicBool>, thread: Option<JoinHandle<()>>, thread_id: ThreadId },
 }
 
@@ -98,7 +98,7 @@ pub unsafe extern "C" fn herald_subscription_new(
         let out = args::out(subscription_out, "subscription_out")?;
         // SAFETY: forwarded contract.
         let tail = unsafe { open_tail(system, pattern, pattern_len, start, position) }?;
-        let subscription = herald_subscription { mode: Mode::Pull { tail, current: None } };
+        let subscription = herald_subscription { mode: Mode::Pull { tail: Box::new(tail), current: None } };
         // SAFETY: checked non-NULL; the caller vouches it is writable.
         unsafe { out.write(Box::into_raw(Box::new(subscription))) };
         Ok(())
