@@ -3,7 +3,8 @@
  * an idempotent retry, a version conflict, an atomic batch), reads them back through readers,
  * saves and loads snapshots, tails the log with pull and callback subscriptions (events published
  * inside a callback carry the handled event as their cause), takes integration events and
- * broadcasts as the spec's JSON, reports metrics, manages webhooks and shuts down cleanly.
+ * broadcasts as the spec's JSON, reports metrics, manages webhooks, shuts down cleanly, and that
+ * readers, snapshots and subscriptions outlive the system they came from.
  *
  * It is a test: every status and value is checked, and any surprise exits with status 1.
  *
@@ -597,7 +598,22 @@ int main(void) {
     EXPECT_FAILURE(herald_publish(system, &live, NULL), HERALD_SHUTTING_DOWN);
     CHECK(herald_read_all(system, 0, 0, &reader));
     EXPECT(drain_reader(reader, NULL) == total_events + 1);
+
+    /* Readers, snapshots and subscriptions stay valid after their system is freed. */
+    herald_subscription *after = NULL;
+    CHECK(herald_read_stream(system, "task-1", 6, 0, 0, &reader));
+    CHECK(herald_snapshot_load(system, "task-1", 6, &snapshot));
+    CHECK(herald_subscription_new(system, NULL, 0, HERALD_START_POSITION, total_events, &after));
     herald_system_free(system);
+    system = NULL;
+    EXPECT(drain_reader(reader, NULL) == 4);
+    CHECK(herald_snapshot_get(snapshot, &view));
+    EXPECT(view.aggregate_version == 3 && view.state_len == sizeof state_v3);
+    herald_snapshot_free(snapshot);
+    CHECK(herald_subscription_next(after, PULL_WAIT_MS, &event));
+    EXPECT(event.position == total_events);
+    EXPECT_STATUS(herald_subscription_next(after, QUIET_WAIT_MS, &event), HERALD_TIMEOUT);
+    herald_subscription_free(after);
 
     printf("ok\n");
     return 0;

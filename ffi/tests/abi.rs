@@ -141,7 +141,7 @@ fn failures_return_a_status_and_a_message_and_write_nothing() {
     broken.aggregate_id = invalid.as_ptr().cast();
     broken.aggregate_id_len = 2;
     assert_eq!(publish(&system, &broken), Err(HERALD_INVALID_UTF8));
-    assert!(last_error().contains("draft.aggregate_id"), "{}", last_error());
+    assert!(last_error().contains("draft: `aggregate_id`"), "{}", last_error());
     assert_eq!(publish(&system, &draft("TaskCreated", "task-1", "{not json")), Err(HERALD_INVALID_ARGUMENT));
     assert!(last_error().contains("data"), "{}", last_error());
     // SAFETY: a NULL draft is checked.

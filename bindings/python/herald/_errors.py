@@ -13,32 +13,33 @@ from typing import NoReturn
 from ._ffi import ffi, lib
 
 __all__ = [
-    "HeraldError",
-    "NullParameterError",
-    "InvalidUtf8Error",
-    "InvalidArgumentError",
+    "ClosedError",
     "ConfigError",
-    "VersionConflictError",
-    "DuplicateIdError",
-    "NotFoundError",
-    "GoneError",
-    "OverloadedError",
-    "ShuttingDownError",
-    "TooLargeError",
-    "StorageError",
     "ConflictError",
+    "DuplicateIdError",
+    "GoneError",
+    "HeraldError",
     "HeraldPanicError",
     "InternalError",
-    "ClosedError",
-    "status_name",
+    "InvalidArgumentError",
+    "InvalidUtf8Error",
+    "NotFoundError",
+    "NullParameterError",
+    "OverloadedError",
+    "ShuttingDownError",
+    "StorageError",
+    "TooLargeError",
+    "VersionConflictError",
     "check",
+    "error_for",
     "raise_status",
+    "status_name",
 ]
 
 
 def status_name(status: int) -> str:
     """The stable name of a status, e.g. ``"HERALD_VERSION_CONFLICT"``."""
-    return ffi.string(lib.herald_status_name(status)).decode("ascii")
+    return str(ffi.string(lib.herald_status_name(status)).decode("ascii"))
 
 
 class HeraldError(Exception):
@@ -144,10 +145,16 @@ _DEFAULT_STATUS: dict[type[HeraldError], int] = {cls: status for status, cls in 
 _DEFAULT_STATUS[ClosedError] = lib.HERALD_SHUTTING_DOWN
 
 
-def raise_status(status: int) -> NoReturn:
-    """Raises the exception of a failed call; must run on the calling thread, right after it."""
+def error_for(status: int) -> HeraldError:
+    """The exception of a failed call; must run on the calling thread, right after it (the
+    message is thread-local and the next failing call replaces it)."""
     message = ffi.string(lib.herald_last_error()).decode("utf-8", "replace")
-    raise _CLASSES.get(status, HeraldError)(message, status)
+    return _CLASSES.get(status, HeraldError)(message, status)
+
+
+def raise_status(status: int) -> NoReturn:
+    """Raises :func:`error_for` ``(status)``."""
+    raise error_for(status)
 
 
 def check(status: int) -> None:

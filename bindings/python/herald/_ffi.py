@@ -23,7 +23,7 @@ from typing import Any
 
 import cffi
 
-__all__ = ["ffi", "lib", "library_path", "header_path", "cdef_from_header"]
+__all__ = ["cdef_from_header", "ffi", "header_path", "lib", "library_path"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # bindings/python/herald -> the repository root.
@@ -78,6 +78,10 @@ def _strip_comments(text: str) -> str:
     return re.sub(r"//[^\n]*", "", text)
 
 
+_INTEGER = re.compile(r"-?(0x[0-9a-fA-F]+|\d+)")
+_CONDITION_TOKENS = re.compile(r"\s*(\d+|\(|\)|or|and|not|[<>]=?|[=!]=)")
+
+
 def _evaluate_condition(expression: str, defined: dict[str, int]) -> bool:
     """Evaluates a `#if` expression of `defined(X)`, integers, comparisons, `||`, `&&`, `!`."""
     expression = re.sub(r"defined\s*\(\s*(\w+)\s*\)", lambda m: "1" if m.group(1) in defined else "0", expression)
@@ -93,9 +97,10 @@ def _evaluate_condition(expression: str, defined: dict[str, int]) -> bool:
         return str(defined.get(word, 0))  # as in C, an unknown identifier is 0
 
     expression = re.sub(r"\b[A-Za-z_]\w*\b", identifier, expression)
-    if not re.fullmatch(r"[\d\s()<>=!+\-*/%orandt]*", expression):
+    if _CONDITION_TOKENS.sub("", expression).strip():
         raise ImportError(f"herald: cannot evaluate the header condition {expression!r}")
-    return bool(eval(expression, {"__builtins__": {}}, {}))  # noqa: S307 - checked above: digits and operators only
+    # Only integers, parentheses, comparisons and boolean operators are left (checked above).
+    return bool(eval(expression, {"__builtins__": {}}, {}))
 
 
 def _preprocess(text: str) -> str:
@@ -138,9 +143,11 @@ def _preprocess(text: str) -> str:
         elif directive == "define" and active:
             name, _, value = rest.partition(" ")
             value = value.strip()
-            defined[name] = int(value, 0) if re.fullmatch(r"-?(0x[0-9a-fA-F]+|\d+)", value) else 1
-            if re.fullmatch(r"-?(0x[0-9a-fA-F]+|\d+)", value):
-                kept.append(f"#define {name} {value}")
+            if _INTEGER.fullmatch(value):
+                defined[name] = int(value, 0)
+                kept.append(f"#define {name} {value}")  # cffi's ABI mode takes integer constants
+            else:
+                defined[name] = 1  # an include guard or a macro cffi has no use for
         # #include, #undef, #pragma, #error: nothing cffi needs.
     if stack:
         raise ImportError("herald: unbalanced #if/#endif in the header")
@@ -184,7 +191,8 @@ def cdef_from_header(header_text: str) -> str:
 header_path: Path = _find_header()
 library_path: str = _find_library()
 
-ffi = cffi.FFI()
+# Typed `Any`: cdata attributes come from the header at run time, beyond what stubs can know.
+ffi: Any = cffi.FFI()
 ffi.cdef(cdef_from_header(header_path.read_text(encoding="utf-8")))
 try:
     lib: Any = ffi.dlopen(library_path)

@@ -183,18 +183,21 @@ impl EventDraft {
     /// that is not JSON is an error on the field `body`; JSON of the wrong shape names the
     /// field (found with `serde_path_to_error`, e.g. `events[1].aggregate_id`).
     pub fn batch_from_json(body: &[u8]) -> Result<Vec<EventDraft>, ValidationError> {
-        // One parse for the common case, a single draft; a body with no draft field is looked
-        // at again as a batch.
-        let mut input = serde_json::Deserializer::from_slice(body);
-        let draft: DraftJson<'_> = serde_path_to_error::deserialize(&mut input).map_err(|e| path_error(e, None))?;
-        input.end().map_err(|error| json_error(error, "body"))?;
-        let batch = if draft.is_empty() { serde_json::from_slice::<BatchJson<'_>>(body).ok() } else { None };
-        let Some(events) = batch.and_then(|batch| batch.events) else {
+        // The happy path parses twice (the shape, then the drafts) with plain serde_json; only
+        // a failure is parsed again with `serde_path_to_error`, to name the field.
+        let probe: BodyJson<'_> = match serde_json::from_slice(body) {
+            Ok(probe) => probe,
+            Err(error) => return Err(named(body, None, error)),
+        };
+        let batch = probe.events.filter(|_| {
+            probe.event_type.is_none() && probe.aggregate_id.is_none() && probe.data.is_none() && probe.id.is_none()
+        });
+        let Some(events) = batch else {
+            let draft: DraftJson<'_> = serde_json::from_slice(body).map_err(|error| named(body, None, error))?;
             return Ok(vec![draft.into_draft()?]);
         };
-        let mut input = serde_json::Deserializer::from_str(events.get());
         let items: Vec<DraftJson<'_>> =
-            serde_path_to_error::deserialize(&mut input).map_err(|e| path_error(e, Some("events")))?;
+            serde_json::from_str(events.get()).map_err(|error| named(events.get().as_bytes(), Some("events"), error))?;
         if items.is_empty() {
             return Err(ValidationError::new("events", "must hold at least one event"));
         }
@@ -208,10 +211,31 @@ impl EventDraft {
     }
 }
 
+/// A publish body's shape: a batch has `events` and none of a draft's own fields.
 #[derive(Deserialize)]
-struct BatchJson<'a> {
+struct BodyJson<'a> {
     #[serde(borrow)]
     events: Option<&'a RawValue>,
+    #[serde(rename = "type")]
+    event_type: Option<serde::de::IgnoredAny>,
+    aggregate_id: Option<serde::de::IgnoredAny>,
+    data: Option<serde::de::IgnoredAny>,
+    id: Option<serde::de::IgnoredAny>,
+}
+
+/// The error for `json` that failed to parse: parsed again as `T` with `serde_path_to_error`
+/// to name the field (`prefix` names the array it is in).
+fn named(json: &[u8], prefix: Option<&str>, error: serde_json::Error) -> ValidationError {
+    let mut input = serde_json::Deserializer::from_slice(json);
+    let again = match prefix {
+        None => serde_path_to_error::deserialize::<_, DraftJson<'_>>(&mut input).map(drop),
+        Some(_) => serde_path_to_error::deserialize::<_, Vec<DraftJson<'_>>>(&mut input).map(drop),
+    };
+    match again {
+        Err(error) => path_error(error, prefix),
+        // Only what follows the value was wrong (trailing characters).
+        Ok(()) => json_error(error, prefix.unwrap_or("body")),
+    }
 }
 
 /// A syntax error is on the field `body` (the caller's "not JSON"); a JSON value of the wrong

@@ -911,9 +911,10 @@ fn take_unwritten(state: &mut State, segment: &Arc<Segment>, start: usize) -> Un
 fn generate_ids(index: &Index, drafts: &[EventDraft], timestamp_ns: u64) -> Vec<Uuid> {
     /// The low 62 bits of a UUIDv7: `rand_b`, below the variant bits.
     const RAND_B: u128 = (1 << 62) - 1;
-    let taken = |candidate: &Uuid| {
-        index.ids.contains_unordered(candidate) || drafts.iter().any(|draft| draft.id == Some(*candidate))
-    };
+    // The publisher-given ids of this batch, gathered once (a scan per generated id made big
+    // batches quadratic); usually there are none.
+    let given: HashSet<Uuid> = drafts.iter().filter_map(|draft| draft.id).collect();
+    let taken = |candidate: &Uuid| index.ids.contains_unordered(candidate) || given.contains(candidate);
     let mut last = index.ids.last_ordered();
     let mut ids = Vec::with_capacity(drafts.len());
     for draft in drafts {

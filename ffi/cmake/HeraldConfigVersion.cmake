@@ -1,0 +1,30 @@
+# The version check for find_package(Herald <version>): the version is read from herald.h. Before
+# 1.0 a minor release may break the ABI, so 0.x requires the same minor; from 1.0 the same major.
+
+set(PACKAGE_VERSION "")
+foreach(_herald_include "${CMAKE_CURRENT_LIST_DIR}/../../include" "${CMAKE_CURRENT_LIST_DIR}/../../../include")
+  if(NOT PACKAGE_VERSION AND EXISTS "${_herald_include}/herald.h")
+    file(STRINGS "${_herald_include}/herald.h" _herald_lines REGEX "^#define HERALD_VERSION_(MAJOR|MINOR|PATCH) ")
+    foreach(_herald_part MAJOR MINOR PATCH)
+      string(REGEX REPLACE ".*#define HERALD_VERSION_${_herald_part} ([0-9]+).*" "\\1" _herald_${_herald_part} "${_herald_lines}")
+    endforeach()
+    set(PACKAGE_VERSION "${_herald_MAJOR}.${_herald_MINOR}.${_herald_PATCH}")
+  endif()
+endforeach()
+
+if(NOT PACKAGE_VERSION)
+  set(PACKAGE_VERSION_UNSUITABLE TRUE)
+  set(PACKAGE_VERSION "0")
+elseif(PACKAGE_FIND_VERSION AND PACKAGE_VERSION VERSION_LESS PACKAGE_FIND_VERSION)
+  set(PACKAGE_VERSION_COMPATIBLE FALSE)
+elseif(PACKAGE_FIND_VERSION AND _herald_MAJOR EQUAL 0
+       AND NOT (PACKAGE_FIND_VERSION_MAJOR EQUAL 0 AND PACKAGE_FIND_VERSION_MINOR EQUAL _herald_MINOR))
+  set(PACKAGE_VERSION_COMPATIBLE FALSE)
+elseif(PACKAGE_FIND_VERSION AND NOT PACKAGE_FIND_VERSION_MAJOR EQUAL _herald_MAJOR)
+  set(PACKAGE_VERSION_COMPATIBLE FALSE)
+else()
+  set(PACKAGE_VERSION_COMPATIBLE TRUE)
+  if(PACKAGE_FIND_VERSION STREQUAL PACKAGE_VERSION)
+    set(PACKAGE_VERSION_EXACT TRUE)
+  endif()
+endif()
