@@ -13,7 +13,9 @@ use std::ptr;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use herald::event::{herald_appended, herald_draft, HERALD_EXPECT_ANY};
 use herald::status::herald_status;
-use herald::system::{herald_publish, herald_publish_batch, herald_publish_json, herald_system, herald_system_free, herald_system_new};
+use herald::system::{
+    herald_publish, herald_publish_batch, herald_publish_json, herald_system, herald_system_free, herald_system_new,
+};
 use herald_core::event::EventDraft;
 use herald_core::system::{System, SystemBuilder};
 

@@ -5,6 +5,9 @@
  * - Every fallible call returns a herald_status; HERALD_OK means outputs were written, any other
  *   status means none were, and herald_last_error() then returns its message (same thread).
  * - Strings are UTF-8 with explicit lengths (no NUL needed); byte buffers come with lengths.
+ * - A NULL where a handle, string or buffer is required is HERALD_NULL_PARAMETER, even with a
+ *   zero length (pass "" with length 0 for an empty string). Arguments documented as optional
+ *   ("NULL: ...") may be NULL.
  * - Handles come from a *_new (or a load or read call) and go back to the matching NULL-safe
  *   *_free. Views (herald_event, herald_snapshot_view, buffer data) borrow from their handle.
  * - Nothing is released with free().
@@ -611,6 +614,7 @@ herald_status herald_publish(const struct herald_system *system,
 /**
  * Publishes `count` domain events atomically: all are stored and dispatched, or none.
  * `appended_out` (if not NULL) must have room for `count` results, written in draft order.
+ * `count` 0 is `HERALD_INVALID_ARGUMENT`.
  *
  * # Safety
  * `system` a live handle; `drafts` NULL or valid for `count` drafts (each as in
@@ -690,7 +694,7 @@ herald_status herald_metrics_json(const struct herald_system *system,
 
 /**
  * Registers a webhook endpoint given as the spec's JSON (`POST /v1/webhooks`: `url`,
- * `filters`, optional `description`, `secret`, `metadata`). The new endpoint (with its `id`
+ * `filter` (an array of AMQP patterns), optional `description` and `secret`). The new endpoint (with its `id`
  * and signing `secret`) is written as JSON to a new buffer.
  *
  * # Safety

@@ -43,9 +43,8 @@ pub unsafe fn optional_bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Resu
 pub unsafe fn text<'a>(ptr: *const c_char, len: usize, name: &str) -> Result<&'a str, Failure> {
     // SAFETY: the caller's contract is the one `bytes` needs.
     let raw = unsafe { bytes(ptr.cast(), len, name) }?;
-    std::str::from_utf8(raw).map_err(|error| {
-        Failure::new(herald_status::HERALD_INVALID_UTF8, format!("`{name}` is not UTF-8: {error}"))
-    })
+    std::str::from_utf8(raw)
+        .map_err(|error| Failure::new(herald_status::HERALD_INVALID_UTF8, format!("`{name}` is not UTF-8: {error}")))
 }
 
 /// UTF-8 text at `ptr`, or `None` when it is NULL.

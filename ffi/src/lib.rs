@@ -44,7 +44,8 @@ mod tests {
         // SAFETY: herald_version returns a pointer to a static NUL-terminated string.
         let version = unsafe { std::ffi::CStr::from_ptr(super::herald_version()) };
         assert_eq!(version.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
-        let macros = format!("{}.{}.{}", super::HERALD_VERSION_MAJOR, super::HERALD_VERSION_MINOR, super::HERALD_VERSION_PATCH);
+        let macros =
+            format!("{}.{}.{}", super::HERALD_VERSION_MAJOR, super::HERALD_VERSION_MINOR, super::HERALD_VERSION_PATCH);
         assert_eq!(macros, env!("CARGO_PKG_VERSION"));
     }
 }

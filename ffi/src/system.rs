@@ -76,7 +76,8 @@ pub unsafe extern "C" fn herald_system_new(
             .map(|name| name.parse::<Preset>())
             .transpose()
             .map_err(|error| Failure::new(herald_status::HERALD_INVALID_CONFIG, error.to_string()))?;
-        let config = Config::load(preset, toml).map_err(|error| Failure::new(herald_status::HERALD_INVALID_CONFIG, error.to_string()))?;
+        let config = Config::load(preset, toml)
+            .map_err(|error| Failure::new(herald_status::HERALD_INVALID_CONFIG, error.to_string()))?;
         config.validate().map_err(|error| Failure::new(herald_status::HERALD_INVALID_CONFIG, error.to_string()))?;
         let system = System::from_config(config)?;
         // SAFETY: `out` was checked non-NULL; the caller vouches it is writable.
@@ -139,12 +140,16 @@ pub unsafe extern "C" fn herald_publish(
     draft: *const herald_draft,
     appended_out: *mut herald_appended,
 ) -> herald_status {
+    if draft.is_null() {
+        return guard(|| Err(Failure::null("draft")));
+    }
     // SAFETY: forwarded contract; one draft is a batch of one.
     unsafe { herald_publish_batch(system, draft, 1, appended_out) }
 }
 
 /// Publishes `count` domain events atomically: all are stored and dispatched, or none.
 /// `appended_out` (if not NULL) must have room for `count` results, written in draft order.
+/// `count` 0 is `HERALD_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `system` a live handle; `drafts` NULL or valid for `count` drafts (each as in
@@ -333,7 +338,7 @@ pub unsafe extern "C" fn herald_metrics_json(
 }
 
 /// Registers a webhook endpoint given as the spec's JSON (`POST /v1/webhooks`: `url`,
-/// `filters`, optional `description`, `secret`, `metadata`). The new endpoint (with its `id`
+/// `filter` (an array of AMQP patterns), optional `description` and `secret`). The new endpoint (with its `id`
 /// and signing `secret`) is written as JSON to a new buffer.
 ///
 /// # Safety

@@ -167,7 +167,8 @@ fn json_publish_reports_every_result_up_to_the_capacity() {
     let mut results = [herald_appended::default(); 2];
     let mut count = 0usize;
     // SAFETY: live handle, valid buffer, room for two results, a count out-pointer.
-    let status = unsafe { herald_publish_json(system.0, body.as_ptr(), body.len(), results.as_mut_ptr(), 2, &mut count) };
+    let status =
+        unsafe { herald_publish_json(system.0, body.as_ptr(), body.len(), results.as_mut_ptr(), 2, &mut count) };
     assert_eq!(status, HERALD_OK, "{}", last_error());
     assert_eq!(count, 3);
     assert_eq!(results.map(|r| (r.position, r.aggregate_version)), [(0, 1), (1, 2)]);

@@ -196,8 +196,8 @@ impl EventDraft {
             let draft: DraftJson<'_> = serde_json::from_slice(body).map_err(|error| named(body, None, error))?;
             return Ok(vec![draft.into_draft()?]);
         };
-        let items: Vec<DraftJson<'_>> =
-            serde_json::from_str(events.get()).map_err(|error| named(events.get().as_bytes(), Some("events"), error))?;
+        let items: Vec<DraftJson<'_>> = serde_json::from_str(events.get())
+            .map_err(|error| named(events.get().as_bytes(), Some("events"), error))?;
         if items.is_empty() {
             return Err(ValidationError::new("events", "must hold at least one event"));
         }
