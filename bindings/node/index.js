@@ -11,7 +11,8 @@
 // - Calls that may wait on the disk or on other threads (publishes, subscription waits,
 //   shutdown, freeing a callback subscription) run on libuv's worker threads through koffi's
 //   `.async`; at most MAX_ACTIVE_CALLS are handed to koffi at once and at most MAX_QUEUED_CALLS
-//   wait behind them (beyond that a call fails with OverloadedError). Reads are synchronous:
+//   wait behind them (beyond that a call fails with OverloadedError; only the free of a callback
+//   subscription, which must not be refused, goes to koffi directly). Reads are synchronous:
 //   they are memory (or mmap) reads.
 // - A system is freed only after every native call on it has returned, so close() never pulls
 //   the handle from under a running call.

@@ -4,8 +4,14 @@
 
 Stores: the testing preset (in-memory) and the development preset on a temporary directory
 (mmap segments, `[store] fsync = "never"`). Uses target/release/libherald.so when it exists
-(unless HERALD_LIBRARY says otherwise). Each row runs for about `--seconds`; the "pre-encoded"
-row publishes one ready JSON body repeatedly, the ceiling without Python-side encoding.
+(unless HERALD_LIBRARY says otherwise). Each row runs for about `--seconds`.
+
+Rows: "dicts built per batch" counts building the drafts too; "same list of dicts" reuses one
+list (what the bindings cost: one json.dumps and one C call per batch); "pre-encoded bytes"
+publishes one ready JSON body (Herald's own cost through the JSON ABI). The peer rows append the
+same rows (type, aggregate id, JSON data) to sqlite3 from the standard library, in memory and in
+a WAL file with synchronous=OFF, one transaction per batch; "json.dumps alone" is the encoding
+share of the bindings' batched path.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import sqlite3
 import sys
 import tempfile
 import time
@@ -89,28 +96,84 @@ def run(system: herald.System, seconds: float, batch_size: int) -> list[tuple[st
     ]
 
 
+def run_sqlite(connection: sqlite3.Connection, seconds: float, batch_size: int) -> list[tuple[str, int, float]]:
+    connection.execute("CREATE TABLE events (position INTEGER PRIMARY KEY, type TEXT, aggregate_id TEXT, data TEXT)")
+    counter = iter(range(1 << 62))
+
+    def single() -> int:
+        for _ in range(100):
+            i = next(counter)
+            with connection:
+                connection.execute(
+                    "INSERT INTO events (type, aggregate_id, data) VALUES (?, ?, ?)",
+                    ("TaskCreated", f"task-{i % 1000}", json.dumps({"title": "Implement feature X", "n": i})),
+                )
+        return 100
+
+    def batched() -> int:
+        base = next(counter) * batch_size
+        with connection:
+            connection.executemany(
+                "INSERT INTO events (type, aggregate_id, data) VALUES (?, ?, ?)",
+                [
+                    ("TaskCreated", f"task-{j % 1000}", json.dumps({"title": "Implement feature X", "n": base + j}))
+                    for j in range(batch_size)
+                ],
+            )
+        return batch_size
+
+    return [("single", *measure(seconds, single)), (f"batch of {batch_size}", *measure(seconds, batched))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="time per row (default 2)")
     parser.add_argument("--batch", type=int, default=1000, help="events per atomic batch (default 1000)")
     arguments = parser.parse_args()
+    seconds: float = arguments.seconds
+    batch_size: int = arguments.batch
 
     print(f"library: {_ffi.library_path} (herald {herald.library_version()})")
     print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
     rows: list[tuple[str, str, int, float]] = []
     with herald.System.testing() as system:
-        rows += [("testing (in-memory)", *row) for row in run(system, arguments.seconds, arguments.batch)]
+        rows += [("testing (in-memory)", *row) for row in run(system, seconds, batch_size)]
     with (
         tempfile.TemporaryDirectory(prefix="herald-bench-") as data_dir,
         herald.System.development(data_dir=data_dir, config='[store]\nfsync = "never"\n') as system,
     ):
-        rows += [("mmap, fsync never", *row) for row in run(system, arguments.seconds, arguments.batch)]
+        rows += [("mmap, fsync never", *row) for row in run(system, seconds, batch_size)]
+
+    connection = sqlite3.connect(":memory:")
+    rows += [("sqlite3 :memory:", *row) for row in run_sqlite(connection, seconds, batch_size)]
+    connection.close()
+    with tempfile.TemporaryDirectory(prefix="herald-bench-sqlite-") as directory:
+        connection = sqlite3.connect(str(Path(directory) / "events.db"))
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=OFF")
+        rows += [("sqlite3 WAL, sync off", *row) for row in run_sqlite(connection, seconds, batch_size)]
+        connection.close()
+
+    drafts = [
+        {"type": "TaskCreated", "aggregate_id": f"task-{j % 1000}", "data": {"title": "Implement feature X", "n": j}}
+        for j in range(batch_size)
+    ]
+    encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+    def encode_only() -> int:
+        encode({"events": drafts}).encode()
+        return batch_size
+
+    rows.append(("(no store)", "json.dumps alone, same list of dicts", *measure(seconds, encode_only)))
 
     print()
-    print(f"{'store':<20} {'publish':<42} {'events':>10} {'seconds':>8} {'events/s':>12}")
-    print("-" * 96)
+    print(f"{'store':<22} {'publish':<42} {'events':>10} {'seconds':>8} {'events/s':>12} {'us/event':>9}")
+    print("-" * 108)
     for store, name, events, elapsed in rows:
-        print(f"{store:<20} {name:<42} {events:>10,} {elapsed:>8.2f} {events / elapsed:>12,.0f}")
+        print(
+            f"{store:<22} {name:<42} {events:>10,} {elapsed:>8.2f} {events / elapsed:>12,.0f} "
+            f"{elapsed / events * 1e6:>9.2f}"
+        )
 
 
 if __name__ == "__main__":

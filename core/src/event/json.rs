@@ -133,6 +133,9 @@ pub struct DraftJson<'a> {
     correlation_id: Option<String>,
     causation_id: Option<String>,
     metadata: Option<Metadata>,
+    /// A batch body's drafts (`{"events": [...]}`), parsed in the same pass.
+    #[serde(borrow, default)]
+    events: Option<Vec<DraftJson<'a>>>,
 }
 
 impl DraftJson<'_> {
@@ -183,21 +186,13 @@ impl EventDraft {
     /// that is not JSON is an error on the field `body`; JSON of the wrong shape names the
     /// field (found with `serde_path_to_error`, e.g. `events[1].aggregate_id`).
     pub fn batch_from_json(body: &[u8]) -> Result<Vec<EventDraft>, ValidationError> {
-        // The happy path parses twice (the shape, then the drafts) with plain serde_json; only
-        // a failure is parsed again with `serde_path_to_error`, to name the field.
-        let probe: BodyJson<'_> = match serde_json::from_slice(body) {
-            Ok(probe) => probe,
-            Err(error) => return Err(named(body, None, error)),
+        // One pass with plain serde_json (a batch's drafts are parsed with the body); only a
+        // failure is parsed again with `serde_path_to_error`, to name the field.
+        let mut parsed: DraftJson<'_> = serde_json::from_slice(body).map_err(|error| named(body, error))?;
+        let batch = if parsed.is_empty() { parsed.events.take() } else { None };
+        let Some(items) = batch else {
+            return Ok(vec![parsed.into_draft()?]);
         };
-        let batch = probe.events.filter(|_| {
-            probe.event_type.is_none() && probe.aggregate_id.is_none() && probe.data.is_none() && probe.id.is_none()
-        });
-        let Some(events) = batch else {
-            let draft: DraftJson<'_> = serde_json::from_slice(body).map_err(|error| named(body, None, error))?;
-            return Ok(vec![draft.into_draft()?]);
-        };
-        let items: Vec<DraftJson<'_>> = serde_json::from_str(events.get())
-            .map_err(|error| named(events.get().as_bytes(), Some("events"), error))?;
         if items.is_empty() {
             return Err(ValidationError::new("events", "must hold at least one event"));
         }
@@ -211,30 +206,14 @@ impl EventDraft {
     }
 }
 
-/// A publish body's shape: a batch has `events` and none of a draft's own fields.
-#[derive(Deserialize)]
-struct BodyJson<'a> {
-    #[serde(borrow)]
-    events: Option<&'a RawValue>,
-    #[serde(rename = "type")]
-    event_type: Option<serde::de::IgnoredAny>,
-    aggregate_id: Option<serde::de::IgnoredAny>,
-    data: Option<serde::de::IgnoredAny>,
-    id: Option<serde::de::IgnoredAny>,
-}
-
-/// The error for `json` that failed to parse: parsed again as `T` with `serde_path_to_error`
-/// to name the field (`prefix` names the array it is in).
-fn named(json: &[u8], prefix: Option<&str>, error: serde_json::Error) -> ValidationError {
-    let mut input = serde_json::Deserializer::from_slice(json);
-    let again = match prefix {
-        None => serde_path_to_error::deserialize::<_, DraftJson<'_>>(&mut input).map(drop),
-        Some(_) => serde_path_to_error::deserialize::<_, Vec<DraftJson<'_>>>(&mut input).map(drop),
-    };
-    match again {
-        Err(error) => path_error(error, prefix),
+/// The error for a body that failed to parse, naming the field: the body is parsed again with
+/// `serde_path_to_error`.
+fn named(body: &[u8], error: serde_json::Error) -> ValidationError {
+    let mut input = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, DraftJson<'_>>(&mut input) {
+        Err(error) => path_error(error),
         // Only what follows the value was wrong (trailing characters).
-        Ok(()) => json_error(error, prefix.unwrap_or("body")),
+        Ok(_) => json_error(error, "body"),
     }
 }
 
@@ -247,15 +226,10 @@ fn json_error(error: serde_json::Error, field: &str) -> ValidationError {
     }
 }
 
-/// A shape error at a path inside the body (`prefix` names the array it is in).
-fn path_error(error: serde_path_to_error::Error<serde_json::Error>, prefix: Option<&str>) -> ValidationError {
+/// A shape error at a path inside the body (`events[1].aggregate_id`).
+fn path_error(error: serde_path_to_error::Error<serde_json::Error>) -> ValidationError {
     let path = error.path().to_string();
-    let field = match (prefix, path.as_str()) {
-        (Some(prefix), ".") => prefix.to_string(),
-        (Some(prefix), path) => format!("{prefix}{path}"),
-        (None, ".") => "body".to_string(),
-        (None, path) => path.to_string(),
-    };
+    let field = if path == "." { "body".to_string() } else { path };
     json_error(error.into_inner(), &field)
 }
 
