@@ -7,6 +7,8 @@
 //! testing-preset system (in-memory store, no handlers), so the ratio isolates what the ABI
 //! layer adds. Cases: `single` (one event per call), `batch_1000` (one atomic batch of 1,000
 //! drafts per call) and `json_batch_1000/c_abi` (the spec's JSON body, the bindings' path).
+//! First it prints `ffi_publish/paired` lines: the two sides in alternating rounds and the median
+//! of the per-round ratios, the figure that holds on a noisy machine.
 
 use std::ptr;
 
@@ -54,8 +56,11 @@ fn rust_system() -> System {
     SystemBuilder::testing().build().expect("testing system")
 }
 
+/// The Rust loop's drafts. Like the C caller, it starts from the payload's bytes and hands
+/// Herald an owned copy (a Rust program gets one from `serde_json::to_vec`); a `&'static` payload
+/// would skip the allocation every real publish pays.
 fn rust_drafts(count: usize) -> Vec<EventDraft> {
-    (0..count).map(|_| EventDraft::new(TYPE, AGGREGATE, DATA)).collect()
+    (0..count).map(|_| EventDraft::new(TYPE, AGGREGATE, DATA.as_bytes().to_vec())).collect()
 }
 
 fn publish(c: &mut Criterion) {
@@ -108,5 +113,66 @@ fn publish(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, publish);
+/// Rounds of the paired comparison, and publishes per round and side.
+const PAIRED_ROUNDS: usize = 16;
+const PAIRED_EVENTS: usize = 50_000;
+
+/// The ratio on a noisy machine: `rust` and `c_abi` publish in alternating rounds (each on its
+/// own fresh system, the same number of events), so load that comes and goes hits both alike;
+/// prints each side's median ns per event and the median of the per-round ratios. Criterion's
+/// separate groups, minutes apart, can differ by ±40% on shared cores.
+fn paired(batch: usize) {
+    let c = c_system();
+    let rust = rust_system();
+    let drafts: Vec<herald_draft> = (0..batch).map(|_| draft()).collect();
+    let (mut rust_ns, mut c_ns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let run_rust = || {
+        let started = std::time::Instant::now();
+        for _ in 0..PAIRED_EVENTS / batch {
+            rust.publish(rust_drafts(batch)).expect("publish");
+        }
+        started.elapsed().as_nanos() as f64 / PAIRED_EVENTS as f64
+    };
+    let run_c = || {
+        let started = std::time::Instant::now();
+        for _ in 0..PAIRED_EVENTS / batch {
+            // SAFETY: live handle, `batch` drafts, no result array.
+            let status = unsafe { herald_publish_batch(c, drafts.as_ptr(), batch, ptr::null_mut()) };
+            assert_eq!(status, herald_status::HERALD_OK);
+        }
+        started.elapsed().as_nanos() as f64 / PAIRED_EVENTS as f64
+    };
+    for round in 0..PAIRED_ROUNDS {
+        // Who goes first alternates, so neither side always inherits the other's cache state.
+        let (r, x) = if round % 2 == 0 {
+            let r = run_rust();
+            (r, run_c())
+        } else {
+            let x = run_c();
+            (run_rust(), x)
+        };
+        rust_ns.push(r);
+        c_ns.push(x);
+        ratios.push(x / r);
+    }
+    // SAFETY: freed once.
+    unsafe { herald_system_free(c) };
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    println!(
+        "ffi_publish/paired batch={batch}: rust {:.0} ns/event, c_abi {:.0} ns/event, c_abi/rust median ratio {:.3} (rounds {PAIRED_ROUNDS} x {PAIRED_EVENTS} events)",
+        median(&mut rust_ns),
+        median(&mut c_ns),
+        median(&mut ratios)
+    );
+}
+
+fn paired_ratios(_: &mut Criterion) {
+    paired(1);
+    paired(BATCH);
+}
+
+criterion_group!(benches, paired_ratios, publish);
 criterion_main!(benches);

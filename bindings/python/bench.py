@@ -7,11 +7,12 @@ Stores: the testing preset (in-memory) and the development preset on a temporary
 (unless HERALD_LIBRARY says otherwise). Each row runs for about `--seconds`.
 
 Rows: "dicts built per batch" counts building the drafts too; "same list of dicts" reuses one
-list (what the bindings cost: one json.dumps and one C call per batch); "pre-encoded bytes"
+list (what the bindings cost: one JSON encoding and one C call per batch); "pre-encoded bytes"
 publishes one ready JSON body (Herald's own cost through the JSON ABI). The peer rows append the
 same rows (type, aggregate id, JSON data) to sqlite3 from the standard library, in memory and in
-a WAL file with synchronous=OFF, one transaction per batch; "json.dumps alone" is the encoding
-share of the bindings' batched path.
+a WAL file with synchronous=OFF, one transaction per batch; "encoding alone" is the JSON encoder's
+share of the bindings' batched path (orjson when installed; HERALD_PYTHON_JSON=stdlib forces the
+standard library's json, see the header line "json encoder").
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ if "HERALD_LIBRARY" not in os.environ and RELEASE.is_file():
 sys.path.insert(0, str(HERE))
 
 import herald
-from herald import _ffi
+from herald import _ffi, _json
 
 
 def measure(seconds: float, step: Callable[[], int]) -> tuple[int, float]:
@@ -135,6 +136,12 @@ def main() -> None:
 
     print(f"library: {_ffi.library_path} (herald {herald.library_version()})")
     print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    encoder = herald.json_encoder()
+    if encoder == "orjson":
+        import orjson
+
+        encoder = f"orjson {orjson.__version__}"
+    print(f"json encoder: {encoder}")
     rows: list[tuple[str, str, int, float]] = []
     with herald.System.testing() as system:
         rows += [("testing (in-memory)", *row) for row in run(system, seconds, batch_size)]
@@ -158,13 +165,12 @@ def main() -> None:
         {"type": "TaskCreated", "aggregate_id": f"task-{j % 1000}", "data": {"title": "Implement feature X", "n": j}}
         for j in range(batch_size)
     ]
-    encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
     def encode_only() -> int:
-        encode({"events": drafts}).encode()
+        _json.encode({"events": drafts})
         return batch_size
 
-    rows.append(("(no store)", "json.dumps alone, same list of dicts", *measure(seconds, encode_only)))
+    rows.append(("(no store)", f"{herald.json_encoder()} encoding alone, same list", *measure(seconds, encode_only)))
 
     print()
     print(f"{'store':<22} {'publish':<42} {'events':>10} {'seconds':>8} {'events/s':>12} {'us/event':>9}")

@@ -176,12 +176,13 @@ pub unsafe extern "C" fn herald_publish_batch(
         // SAFETY: non-NULL, the size fits `isize`, and the caller vouches for `count` drafts.
         let drafts = unsafe { std::slice::from_raw_parts(drafts, count) };
         let index = |i| (count > 1).then_some(i);
-        let drafts = drafts
-            .iter()
-            .enumerate()
+        // Sized up front: collecting through `Result` would grow the vector by doubling.
+        let mut owned = Vec::with_capacity(count);
+        for (i, draft) in drafts.iter().enumerate() {
             // SAFETY: the caller vouches for every draft's pointers.
-            .map(|(i, draft)| unsafe { draft.to_draft(index(i)) })
-            .collect::<Result<Vec<EventDraft>, Failure>>()?;
+            owned.push(unsafe { draft.to_draft(index(i)) }?);
+        }
+        let drafts = owned;
         let outcome = system.system.publish(drafts)?;
         if !appended_out.is_null() {
             for (i, result) in outcome_results(&outcome).enumerate().take(count) {

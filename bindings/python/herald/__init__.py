@@ -37,6 +37,7 @@ from ._errors import (
 )
 from ._ffi import ffi as _ffi_ffi
 from ._ffi import lib as _ffi_lib
+from ._json import ENCODER as _ENCODER
 from ._reader import EventReader
 from ._subscription import Start, Subscription
 from ._system import System
@@ -48,6 +49,12 @@ __version__ = "0.1.0"
 def library_version() -> str:
     """The version of the loaded libherald (``herald_version()``)."""
     return str(_ffi_ffi.string(_ffi_lib.herald_version()).decode("ascii"))
+
+
+def json_encoder() -> str:
+    """The JSON encoder of the bodies sent to Herald: ``"orjson"`` when it is installed (unless
+    ``HERALD_PYTHON_JSON=stdlib``), else ``"stdlib"``."""
+    return _ENCODER
 
 
 __all__ = [
@@ -78,5 +85,6 @@ __all__ = [
     "System",
     "TooLargeError",
     "VersionConflictError",
+    "json_encoder",
     "library_version",
 ]

@@ -7,10 +7,8 @@ the last call on it. Every method therefore counts itself in and out around its 
 callback subscriptions are closed first, so no handler runs against a freed system. Systems left
 open are closed at interpreter exit (atexit), before Python stops its threads.
 
-Publishing goes through the spec's JSON (``herald_publish_json``): one ``json.dumps`` per call,
-however many events, and one C call. A JSON ``"data": null`` is refused by Herald's JSON parser
-(it reads as a missing field), so drafts with ``None`` data are published through the struct
-calls (``herald_publish``/``herald_publish_batch``) instead.
+Publishing goes through the spec's JSON (``herald_publish_json``): one encoding per call (orjson
+when installed, see ``_json``), however many events, and one C call.
 """
 
 from __future__ import annotations
@@ -29,8 +27,9 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ClosedError, InvalidArgumentError, check, error_for
+from ._errors import ClosedError, check, error_for
 from ._ffi import ffi, lib
+from ._json import encode
 from ._reader import EventReader
 from ._subscription import Start, Subscription, start_arguments
 from ._types import Appended, BatchResult, BroadcastResult, Event, Snapshot, appended_from
@@ -44,9 +43,6 @@ Text = str | bytes
 """A string argument; ``bytes`` are passed to Herald as they are (it checks the UTF-8)."""
 
 _MISSING: Any = object()
-
-_INVALID_ARGUMENT = lib.HERALD_INVALID_ARGUMENT
-_DATA_REQUIRED = re.compile(r"\bdata\b\W*\s*is required")
 
 
 # Systems still open when the interpreter exits are closed by an atexit hook, while threads can
@@ -62,23 +58,6 @@ def _close_open_systems() -> None:
             system.close()
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, datetime):
-        return _rfc3339(value)
-    if isinstance(value, (tuple, set, frozenset)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-# One compact encoder for every body: no per-call encoder construction, no indentation, NaN let
-# through so Herald (which refuses it) reports it as InvalidArgumentError.
-_encode = json.JSONEncoder(separators=(",", ":"), default=_json_default, check_circular=False).encode
-
-
 def _text(value: Text) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -92,12 +71,6 @@ def _limit(limit: int | None) -> int:
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     return limit
-
-
-def _rfc3339(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # naive means local time, as datetime.timestamp() reads it
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _nanoseconds(moment: datetime | int) -> int:
@@ -277,7 +250,7 @@ class System:
             draft["correlation_id"] = correlation_id
         if causation_id is not None:
             draft["causation_id"] = causation_id
-        body = _encode(draft).encode()
+        body = encode(draft)
         result = ffi.new("herald_appended *")
         ptr = self._enter()
         try:
@@ -286,8 +259,6 @@ class System:
         finally:
             self._leave()
         if error is not None:
-            if data is None and _is_null_data_refusal(error):
-                return self._publish_structs([draft])[1][0]
             raise error
         return appended_from(result[0])
 
@@ -303,7 +274,7 @@ class System:
             return self.publish_json(events)
         drafts = events if isinstance(events, list) else list(events)
         count = len(drafts)
-        body = _encode({"events": drafts}).encode()
+        body = encode({"events": drafts})
         results = ffi.new("herald_appended[]", count or 1)
         ptr = self._enter()
         try:
@@ -312,10 +283,7 @@ class System:
         finally:
             self._leave()
         if error is not None:
-            if _is_null_data_refusal(error) and any(_has_null_data(draft) for draft in drafts):
-                results, _ = self._publish_structs(drafts)
-            else:
-                raise error
+            raise error
         first = results[0]
         return BatchResult(first.position, count, bool(first.already_appended), results, count)
 
@@ -337,59 +305,6 @@ class System:
             raise error
         first = results[0]
         return BatchResult(first.position, count[0], bool(first.already_appended), results, capacity)
-
-    def _publish_structs(self, drafts: list[Mapping[str, Any]]) -> tuple[Any, list[Appended]]:
-        """Publishes drafts through ``herald_publish_batch`` (the struct ABI)."""
-        count = len(drafts)
-        structs = ffi.new("herald_draft[]", count)
-        keep: list[Any] = []  # every buffer the structs point into, alive until the call returns
-
-        def buffer(kind: str, data: bytes) -> Any:
-            keep.append(data)
-            owned = ffi.from_buffer(kind, data)
-            keep.append(owned)
-            return owned
-
-        def uuid_pointer(value: uuid.UUID | str | None) -> Any:
-            if value is None:
-                return ffi.NULL
-            raw = ffi.new("herald_uuid *")
-            ffi.memmove(raw.bytes, (value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))).bytes, 16)
-            keep.append(raw)
-            return raw
-
-        for index, draft in enumerate(drafts):
-            target = structs[index]
-            event_type = _text(draft["type"])
-            aggregate_id = _text(draft["aggregate_id"])
-            data = _encode(draft["data"]).encode()
-            target.event_type, target.event_type_len = buffer("char[]", event_type), len(event_type)
-            target.aggregate_id, target.aggregate_id_len = buffer("char[]", aggregate_id), len(aggregate_id)
-            target.data, target.data_len = buffer("uint8_t[]", data), len(data)
-            if draft.get("metadata") is not None:
-                metadata = _encode(draft["metadata"]).encode()
-                target.metadata_json, target.metadata_json_len = buffer("uint8_t[]", metadata), len(metadata)
-            target.id = uuid_pointer(draft.get("id"))
-            target.correlation_id = uuid_pointer(draft.get("correlation_id"))
-            target.causation_id = uuid_pointer(draft.get("causation_id"))
-            expected = draft.get("expected_version")
-            if expected is None or expected == "any":
-                target.expect = lib.HERALD_EXPECT_ANY
-            elif isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0:
-                target.expect = lib.HERALD_EXPECT_NO_STREAM if expected == 0 else lib.HERALD_EXPECT_EXACT
-                target.expected_version = expected
-            else:
-                raise InvalidArgumentError('expected_version: must be a non-negative integer or "any"')
-        results = ffi.new("herald_appended[]", count)
-        ptr = self._enter()
-        try:
-            status = lib.herald_publish_batch(ptr, structs, count, results)
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if error is not None:
-            raise error
-        return results, [appended_from(results[i]) for i in range(count)]
 
     def publish_integration_event(
         self,
@@ -422,7 +337,7 @@ class System:
             body["data"] = data
         if isinstance(body.get("source"), str):
             body["source"] = {"service": body["source"]}
-        encoded = _encode(body).encode()
+        encoded = encode(body)
         result = ffi.new("herald_appended *")
         ptr = self._enter()
         try:
@@ -474,7 +389,7 @@ class System:
             # The ABI does not hand back the id Herald would make, so make it here (a UUIDv7, as
             # Herald does) to be able to return it.
             body["id"] = str(_uuid7())
-        encoded = _encode(body).encode()
+        encoded = encode(body)
         result = ffi.new("herald_broadcast_result *")
         ptr = self._enter()
         try:
@@ -676,7 +591,7 @@ class System:
             body["secret"] = secret
         if metadata is not None:
             body["metadata"] = metadata  # accepted by the spec's body; Herald stores none today
-        encoded = _encode(body).encode()
+        encoded = encode(body)
         result: dict[str, Any] = self._buffer_json(
             lambda ptr, out: lib.herald_webhook_create_json(ptr, encoded, len(encoded), out)
         )
@@ -705,11 +620,3 @@ class System:
         ``GET /v1/metrics`` gives them (snake_case keys)."""
         metrics: dict[str, Any] = self._buffer_json(lambda ptr, out: lib.herald_metrics_json(ptr, out))
         return metrics
-
-
-def _is_null_data_refusal(error: Exception) -> bool:
-    return getattr(error, "status", None) == _INVALID_ARGUMENT and bool(_DATA_REQUIRED.search(str(error)))
-
-
-def _has_null_data(draft: Mapping[str, Any]) -> bool:
-    return "data" in draft and draft["data"] is None

@@ -88,14 +88,16 @@ def test_raw_json_body_is_the_fast_path(system: herald.System) -> None:
 
 
 def test_null_data_is_published(system: herald.System) -> None:
-    """`data=None` is a JSON null payload (Herald's JSON parser refuses it; the bindings fall back
-    to the struct ABI, alone and inside a batch)."""
+    """`data=None` is a JSON null payload, alone, inside a batch and in an integration event."""
     system.publish_domain_event("Pinged", "p", None)
     system.publish_domain_events(
         [{"type": "Pinged", "aggregate_id": "p", "data": None}, {"type": "X", "aggregate_id": "p", "data": 1}]
     )
-    assert [e.data for e in system.read_stream("p")] == [None, None, 1]
-    assert [e.raw_data for e in system.read_stream("p")] == [b"null", b"null", b"1"]
+    system.publish_integration_event(routing_key="p.pinged", version="1", source="p", data=None)
+    events = list(system.read_all())
+    assert [e.data for e in events] == [None, None, 1, None]
+    assert [e.raw_data for e in events] == [b"null", b"null", b"1", b"null"]
+    assert events[3].kind == "integration"
 
 
 def test_expected_version_conflict_stores_nothing(system: herald.System) -> None:

@@ -125,7 +125,7 @@ pub struct DraftJson<'a> {
     #[serde(rename = "type")]
     event_type: Option<String>,
     aggregate_id: Option<String>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     id: Option<String>,
     #[serde(borrow)]
@@ -233,6 +233,12 @@ fn path_error(error: serde_path_to_error::Error<serde_json::Error>) -> Validatio
     json_error(error.into_inner(), &field)
 }
 
+/// A field that is present, whatever its value: `null` too is `Some` (serde would make an
+/// `Option` of it `None`, and a `null` payload is a valid one).
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(input).map(Some)
+}
+
 fn parse_uuid(field: &str, text: Option<&str>) -> Result<Option<Uuid>, ValidationError> {
     text.map(|text| Uuid::try_parse(text).map_err(|_| ValidationError::new(field, format!("`{text}` is not a UUID"))))
         .transpose()
@@ -309,5 +315,23 @@ mod tests {
         );
         assert_eq!(field_of(r#"{"type":"","aggregate_id":"a","data":1}"#), "type");
         assert_eq!(field_of(r#"{"type":"#), "body");
+    }
+
+    #[test]
+    fn bodies_parse_as_one_draft_or_a_batch_and_null_is_a_payload() {
+        let one = EventDraft::batch_from_json(br#"{"type":"T","aggregate_id":"a","data":null}"#).unwrap();
+        assert_eq!(&one[0].data[..], b"null", "a null payload is present, not missing");
+        let batch =
+            br#"{"events":[{"type":"A","aggregate_id":"a","data":1},{"type":"B","aggregate_id":"b","data":[2]}]}"#;
+        let drafts = EventDraft::batch_from_json(batch).unwrap();
+        assert_eq!(drafts.iter().map(|d| d.event_type.as_str()).collect::<Vec<_>>(), ["A", "B"]);
+        let field_of = |json: &str| EventDraft::batch_from_json(json.as_bytes()).unwrap_err().field;
+        assert_eq!(
+            field_of(r#"{"events":[{"type":"A","aggregate_id":"a","data":1},{"type":"B","data":2}]}"#),
+            "events[1].aggregate_id"
+        );
+        assert_eq!(field_of(r#"{"events":[{"type":"A","aggregate_id":7,"data":1}]}"#), "events[0].aggregate_id");
+        assert_eq!(field_of(r#"{"events":[]}"#), "events");
+        assert_eq!(field_of(r#"{"events":[{"type":"A"}]} trailing"#), "body");
     }
 }

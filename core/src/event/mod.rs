@@ -7,7 +7,7 @@
 //! ids sort by creation time.
 
 mod id;
-mod json;
+pub(crate) mod json;
 pub mod time;
 
 use std::collections::BTreeMap;

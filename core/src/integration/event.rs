@@ -49,7 +49,7 @@ struct Json<'a> {
     version: Option<String>,
     #[serde(borrow)]
     source: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "crate::event::json::present")]
     data: Option<&'a RawValue>,
     correlation_id: Option<String>,
     causation_id: Option<String>,
