@@ -228,8 +228,10 @@ fn json_error(error: serde_json::Error, field: &str) -> ValidationError {
 
 /// A shape error at a path inside the body (`events[1].aggregate_id`).
 fn path_error(error: serde_path_to_error::Error<serde_json::Error>) -> ValidationError {
+    // The whole body of the wrong type is named `request` (as the webhook API names it), since
+    // the field `body` means "not JSON".
     let path = error.path().to_string();
-    let field = if path == "." { "body".to_string() } else { path };
+    let field = if path == "." { "request".to_string() } else { path };
     json_error(error.into_inner(), &field)
 }
 
@@ -333,5 +335,6 @@ mod tests {
         assert_eq!(field_of(r#"{"events":[{"type":"A","aggregate_id":7,"data":1}]}"#), "events[0].aggregate_id");
         assert_eq!(field_of(r#"{"events":[]}"#), "events");
         assert_eq!(field_of(r#"{"events":[{"type":"A"}]} trailing"#), "body");
+        assert_eq!(field_of("5"), "request", "valid JSON of the wrong type is not `body` (not JSON)");
     }
 }
