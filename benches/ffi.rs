@@ -6,7 +6,8 @@
 //! convention, argument checks, UTF-8 checks, panic boundary and draft conversion). Both use a
 //! testing-preset system (in-memory store, no handlers), so the ratio isolates what the ABI
 //! layer adds. Cases: `single` (one event per call), `batch_1000` (one atomic batch of 1,000
-//! drafts per call) and `json_batch_1000/c_abi` (the spec's JSON body, the bindings' path).
+//! drafts per call), `json_batch_1000/c_abi` (the spec's JSON body, the bindings' path) and
+//! `json_batch_1000_mmap/c_abi` (the same on a development-preset mmap log, fsync never).
 //! First it prints `ffi_publish/paired` lines: the two sides in alternating rounds and the median
 //! of the per-round ratios, the figure that holds on a noisy machine.
 
@@ -48,6 +49,17 @@ fn c_system() -> *mut herald_system {
     let mut system = ptr::null_mut();
     // SAFETY: valid preset text and out-pointer.
     let status = unsafe { herald_system_new(c"testing".as_ptr(), 7, ptr::null(), 0, &mut system) };
+    assert_eq!(status, herald_status::HERALD_OK);
+    system
+}
+
+/// A development-preset system on an mmap log in `dir` (fsync never).
+fn c_disk_system(dir: &std::path::Path) -> *mut herald_system {
+    let toml = format!("[server]\ndata_dir = {:?}\n", dir.display().to_string());
+    let mut system = ptr::null_mut();
+    // SAFETY: valid preset and config text and out-pointer.
+    let status =
+        unsafe { herald_system_new(c"development".as_ptr(), 11, toml.as_ptr().cast(), toml.len(), &mut system) };
     assert_eq!(status, herald_status::HERALD_OK);
     system
 }
@@ -101,6 +113,18 @@ fn publish(c: &mut Criterion) {
         (0..BATCH).map(|_| format!(r#"{{"type":"{TYPE}","aggregate_id":"{AGGREGATE}","data":{DATA}}}"#)).collect();
     let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
     group.bench_function(BenchmarkId::new("json_batch_1000", "c_abi"), |b| {
+        // SAFETY: live handle, valid buffer, no outputs.
+        b.iter(|| {
+            let status =
+                unsafe { herald_publish_json(system, body.as_ptr(), body.len(), ptr::null_mut(), 0, ptr::null_mut()) };
+            assert_eq!(status, herald_status::HERALD_OK);
+        });
+    });
+    // SAFETY: freed once.
+    unsafe { herald_system_free(system) };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let system = c_disk_system(dir.path());
+    group.bench_function(BenchmarkId::new("json_batch_1000_mmap", "c_abi"), |b| {
         // SAFETY: live handle, valid buffer, no outputs.
         b.iter(|| {
             let status =

@@ -659,7 +659,8 @@ herald_status herald_publish_integration_json(const struct herald_system *system
 /**
  * Broadcasts a WebSocket event given as the spec's JSON (`POST /v1/broadcast`): a persistent
  * one is stored first (for replay with `since`), then it is queued on every connection it
- * targets. `*result_out` (if not NULL) receives the outcome.
+ * targets. `*result_out` (if not NULL) receives the outcome. The result holds no id: Herald
+ * makes a UUIDv7 when the body has none, so a caller that needs it passes its own `id`.
  *
  * # Safety
  * `system` a live handle; `json` valid for `json_len` bytes; `result_out` NULL or valid for

@@ -76,6 +76,7 @@ impl herald_draft {
     ///
     /// # Safety
     /// Every non-NULL pointer must be valid for its length (one `herald_uuid` for ids).
+    #[inline]
     pub unsafe fn to_draft(&self, index: Option<usize>) -> Result<EventDraft, Failure> {
         // SAFETY: forwarded contract.
         unsafe { self.convert() }.map_err(|mut failure| {
@@ -88,6 +89,7 @@ impl herald_draft {
 
     /// # Safety
     /// As [`herald_draft::to_draft`].
+    #[inline]
     unsafe fn convert(&self) -> Result<EventDraft, Failure> {
         // SAFETY (all four reads): the caller vouches for each pointer and its length.
         let event_type = unsafe { args::text(self.event_type, self.event_type_len, "event_type") }?;

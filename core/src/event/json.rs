@@ -167,7 +167,8 @@ impl DraftJson<'_> {
             metadata: self.metadata.unwrap_or_default(),
             data: bytes::Bytes::copy_from_slice(data.get().as_bytes()),
         };
-        draft.validate()?;
+        // `data` is a JSON value the parser checked; the store checks it again at append.
+        draft.validate_fields()?;
         Ok(draft)
     }
 }
