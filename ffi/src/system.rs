@@ -46,9 +46,19 @@ fn invalid(error: ValidationError) -> Failure {
     Failure::invalid(error.to_string())
 }
 
-fn outcome_results(outcome: &AppendOutcome) -> impl Iterator<Item = herald_appended> + '_ {
+/// Writes the first `capacity` per-event results to `out` (nothing when it is NULL).
+///
+/// # Safety
+/// `out` NULL or valid for `capacity` writes.
+unsafe fn write_results(outcome: &AppendOutcome, out: *mut herald_appended, capacity: usize) {
+    if out.is_null() {
+        return;
+    }
     let already = matches!(outcome, AppendOutcome::AlreadyAppended(_));
-    outcome.events().iter().map(move |event| herald_appended::new(event, already))
+    for (i, event) in outcome.events().iter().take(capacity).enumerate() {
+        // SAFETY: the caller vouches for `capacity` writable results.
+        unsafe { out.add(i).write(herald_appended::new(event, already)) };
+    }
 }
 
 /// Opens a system from a preset name (`development`, `production` or `testing`; NULL: the
@@ -184,12 +194,8 @@ pub unsafe extern "C" fn herald_publish_batch(
         }
         let drafts = owned;
         let outcome = system.system.publish(drafts)?;
-        if !appended_out.is_null() {
-            for (i, result) in outcome_results(&outcome).enumerate().take(count) {
-                // SAFETY: the caller vouches `appended_out` has room for `count` results.
-                unsafe { appended_out.add(i).write(result) };
-            }
-        }
+        // SAFETY: the caller vouches `appended_out` is NULL or has room for `count` results.
+        unsafe { write_results(&outcome, appended_out, count) };
         Ok(())
     })
 }
@@ -217,12 +223,8 @@ pub unsafe extern "C" fn herald_publish_json(
         let json = unsafe { args::bytes(json, json_len, "json") }?;
         let drafts = EventDraft::batch_from_json(json).map_err(invalid)?;
         let outcome = system.system.publish(drafts)?;
-        if !appended_out.is_null() {
-            for (i, result) in outcome_results(&outcome).enumerate().take(appended_capacity) {
-                // SAFETY: the caller vouches for `appended_capacity` writable results.
-                unsafe { appended_out.add(i).write(result) };
-            }
-        }
+        // SAFETY: the caller vouches `appended_out` is NULL or has room for `appended_capacity`.
+        unsafe { write_results(&outcome, appended_out, appended_capacity) };
         if !count_out.is_null() {
             // SAFETY: non-NULL, and the caller vouches it is writable.
             unsafe { count_out.write(outcome.events().len()) };
@@ -251,10 +253,8 @@ pub unsafe extern "C" fn herald_publish_integration_json(
         let json = unsafe { args::bytes(json, json_len, "json") }?;
         let event = IntegrationEvent::from_json(json).map_err(invalid)?;
         let outcome = system.system.publish_integration(event)?;
-        if let (false, Some(result)) = (appended_out.is_null(), outcome_results(&outcome).next()) {
-            // SAFETY: non-NULL, and the caller vouches it is writable.
-            unsafe { appended_out.write(result) };
-        }
+        // SAFETY: the caller vouches `appended_out` is NULL or valid for one write.
+        unsafe { write_results(&outcome, appended_out, 1) };
         Ok(())
     })
 }

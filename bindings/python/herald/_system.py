@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ClosedError, check, error_for
+from ._errors import ClosedError, NotFoundError, check, error_for
 from ._ffi import ffi, lib
 from ._json import encode
 from ._reader import EventReader
@@ -56,6 +56,16 @@ def _close_open_systems() -> None:
     for system in list(_OPEN_SYSTEMS):
         with contextlib.suppress(Exception):
             system.close()
+
+
+def _request(base: Mapping[str, Any] | None, data: Any, **fields: Any) -> dict[str, Any]:
+    """A request body: ``base``'s fields, then the keyword fields that are not None, then
+    ``data`` unless it was not given (``None`` is a valid payload)."""
+    body: dict[str, Any] = dict(base) if base is not None else {}
+    body.update((key, value) for key, value in fields.items() if value is not None)
+    if data is not _MISSING:
+        body["data"] = data
+    return body
 
 
 def _text(value: Text) -> bytes:
@@ -177,12 +187,7 @@ class System:
         for up to ``timeout`` seconds and makes everything appended durable. Reads keep working
         until :meth:`close`. Returns whether dispatch drained in time."""
         drained = ffi.new("bool *")
-        ptr = self._enter()
-        try:
-            status = lib.herald_system_shutdown(ptr, max(int(timeout * 1000), 0), drained)
-        finally:
-            self._leave()
-        check(status)
+        self._call(lambda ptr: lib.herald_system_shutdown(ptr, max(int(timeout * 1000), 0), drained))
         return bool(drained[0])
 
     def close(self) -> None:
@@ -252,14 +257,7 @@ class System:
             draft["causation_id"] = causation_id
         body = encode(draft)
         result = ffi.new("herald_appended *")
-        ptr = self._enter()
-        try:
-            status = lib.herald_publish_json(ptr, body, len(body), result, 1, ffi.NULL)
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if error is not None:
-            raise error
+        self._call(lambda ptr: lib.herald_publish_json(ptr, body, len(body), result, 1, ffi.NULL))
         return appended_from(result[0])
 
     def publish_domain_events(self, events: Iterable[Mapping[str, Any]] | bytes) -> BatchResult:
@@ -276,14 +274,7 @@ class System:
         count = len(drafts)
         body = encode({"events": drafts})
         results = ffi.new("herald_appended[]", count or 1)
-        ptr = self._enter()
-        try:
-            status = lib.herald_publish_json(ptr, body, len(body), results, count, ffi.NULL)
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if error is not None:
-            raise error
+        self._call(lambda ptr: lib.herald_publish_json(ptr, body, len(body), results, count, ffi.NULL))
         first = results[0]
         return BatchResult(first.position, count, bool(first.already_appended), results, count)
 
@@ -295,14 +286,7 @@ class System:
         results = ffi.new("herald_appended[]", capacity)
         count = ffi.new("size_t *")
         data = body if isinstance(body, bytes) else ffi.from_buffer(body)
-        ptr = self._enter()
-        try:
-            status = lib.herald_publish_json(ptr, data, len(data), results, capacity, count)
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if error is not None:
-            raise error
+        self._call(lambda ptr: lib.herald_publish_json(ptr, data, len(data), results, capacity, count))
         first = results[0]
         return BatchResult(first.position, count[0], bool(first.already_appended), results, capacity)
 
@@ -322,31 +306,21 @@ class System:
         """Stores an integration event (``POST /v1/integration-events``), then routes it to
         every webhook whose filter matches its ``routing_key``. Give the fields as one mapping,
         as keywords, or both (keywords win). ``source`` may be a service name."""
-        body: dict[str, Any] = dict(event) if event is not None else {}
-        for key, value in (
-            ("routing_key", routing_key),
-            ("version", version),
-            ("source", source),
-            ("id", id),
-            ("correlation_id", correlation_id),
-            ("causation_id", causation_id),
-        ):
-            if value is not None:
-                body[key] = value
-        if data is not _MISSING:
-            body["data"] = data
+        body = _request(
+            event,
+            data,
+            routing_key=routing_key,
+            version=version,
+            source=source,
+            id=id,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
         if isinstance(body.get("source"), str):
             body["source"] = {"service": body["source"]}
         encoded = encode(body)
         result = ffi.new("herald_appended *")
-        ptr = self._enter()
-        try:
-            status = lib.herald_publish_integration_json(ptr, encoded, len(encoded), result)
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if error is not None:
-            raise error
+        self._call(lambda ptr: lib.herald_publish_integration_json(ptr, encoded, len(encoded), result))
         return appended_from(result[0])
 
     def broadcast_websocket_event(
@@ -367,21 +341,18 @@ class System:
         """Broadcasts a WebSocket event (``POST /v1/broadcast``): a persistent one is stored
         first (then ``position`` is set), then it is queued on every connection it targets.
         ``target`` is ``{"type", "id"?, "exclude_users"?}``, or ``"project:p1"`` / ``"all"``."""
-        body: dict[str, Any] = dict(message) if message is not None else {}
-        for key, value in (
-            ("type", type),
-            ("event", event),
-            ("target", target),
-            ("source", source),
-            ("priority", priority),
-            ("persistent", persistent),
-            ("id", id),
-            ("timestamp", timestamp),
-        ):
-            if value is not None:
-                body[key] = value
-        if data is not _MISSING:
-            body["data"] = data
+        body = _request(
+            message,
+            data,
+            type=type,
+            event=event,
+            target=target,
+            source=source,
+            priority=priority,
+            persistent=persistent,
+            id=id,
+            timestamp=timestamp,
+        )
         if isinstance(body.get("target"), str):
             kind, _, target_id = body["target"].partition(":")
             body["target"] = {"type": kind, "id": target_id} if target_id else {"type": kind}
@@ -391,14 +362,7 @@ class System:
             body["id"] = str(_uuid7())
         encoded = encode(body)
         result = ffi.new("herald_broadcast_result *")
-        ptr = self._enter()
-        try:
-            status = lib.herald_broadcast_json(ptr, encoded, len(encoded), result)
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if error is not None:
-            raise error
+        self._call(lambda ptr: lib.herald_broadcast_json(ptr, encoded, len(encoded), result))
         persisted = bool(result.persisted)
         return BroadcastResult(str(body["id"]), persisted, result.position if persisted else None, result.delivered)
 
@@ -408,14 +372,7 @@ class System:
         if limit == 0:
             return EventReader(None)  # the ABI reads 0 as "no limit"
         out = ffi.new("herald_reader **")
-        ptr = self._enter()
-        try:
-            status = open_reader(ptr, out)
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if error is not None:
-            raise error
+        self._call(lambda ptr: open_reader(ptr, out))
         return EventReader(out[0])
 
     def read_all(self, from_position: int = 0, limit: int | None = None) -> EventReader:
@@ -454,14 +411,7 @@ class System:
         """The aggregate's current version (0: no such stream)."""
         aggregate = _text(aggregate_id)
         version = ffi.new("uint64_t *")
-        ptr = self._enter()
-        try:
-            status = lib.herald_stream_version(ptr, aggregate, len(aggregate), version)
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if error is not None:
-            raise error
+        self._call(lambda ptr: lib.herald_stream_version(ptr, aggregate, len(aggregate), version))
         return int(version[0])
 
     # -- snapshots ----------------------------------------------------------------------------
@@ -471,29 +421,16 @@ class System:
         stream does not exist; VersionConflictError if it is not at ``version`` yet."""
         aggregate = _text(aggregate_id)
         data = state if isinstance(state, bytes) else ffi.from_buffer(state)
-        ptr = self._enter()
-        try:
-            status = lib.herald_snapshot_save(ptr, aggregate, len(aggregate), version, data, len(data))
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if error is not None:
-            raise error
+        self._call(lambda ptr: lib.herald_snapshot_save(ptr, aggregate, len(aggregate), version, data, len(data)))
 
     def load_snapshot(self, aggregate_id: Text) -> Snapshot | None:
         """The aggregate's newest snapshot, or ``None`` if it has none."""
         aggregate = _text(aggregate_id)
         out = ffi.new("herald_snapshot **")
-        ptr = self._enter()
         try:
-            status = lib.herald_snapshot_load(ptr, aggregate, len(aggregate), out)
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if status == lib.HERALD_NOT_FOUND:
+            self._call(lambda ptr: lib.herald_snapshot_load(ptr, aggregate, len(aggregate), out))
+        except NotFoundError:
             return None
-        if error is not None:
-            raise error
         handle = out[0]
         try:
             view = ffi.new("herald_snapshot_view *")
@@ -512,14 +449,7 @@ class System:
         pattern_bytes = _text(pattern) if pattern is not None else ffi.NULL
         pattern_len = len(pattern_bytes) if pattern is not None else 0
         out = ffi.new("herald_subscription **")
-        ptr = self._enter()
-        try:
-            status = lib.herald_subscription_new(ptr, pattern_bytes, pattern_len, start_kind, position, out)
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if error is not None:
-            raise error
+        self._call(lambda ptr: lib.herald_subscription_new(ptr, pattern_bytes, pattern_len, start_kind, position, out))
         return Subscription._pull(self, out[0])
 
     def on(self, callback: Callable[[Event], Any], pattern: str | None = None, start: Start = "end") -> Subscription:
@@ -532,16 +462,11 @@ class System:
         pattern_len = len(pattern_bytes) if pattern is not None else 0
         c_callback, state = Subscription._make_callback(callback)
         out = ffi.new("herald_subscription **")
-        ptr = self._enter()
-        try:
-            status = lib.herald_subscription_callback_new(
+        self._call(
+            lambda ptr: lib.herald_subscription_callback_new(
                 ptr, pattern_bytes, pattern_len, start_kind, position, c_callback, ffi.NULL, out
             )
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if error is not None:
-            raise error
+        )
         subscription = Subscription._with_callback(self, out[0], c_callback, state)
         with self._lock:
             self._callbacks.add(subscription)
@@ -553,16 +478,21 @@ class System:
 
     # -- webhooks and metrics -----------------------------------------------------------------
 
-    def _buffer_json(self, call: Callable[[Any, Any], int]) -> Any:
-        out = ffi.new("herald_buffer **")
+    def _call(self, call: Callable[[Any], int]) -> None:
+        """Runs one C call on the live handle (counted in, so ``close`` waits for it) and raises
+        the exception of a failed status."""
         ptr = self._enter()
         try:
-            status = call(ptr, out)
+            status = call(ptr)
             error = error_for(status) if status else None
         finally:
             self._leave()
         if error is not None:
             raise error
+
+    def _buffer_json(self, call: Callable[[Any, Any], int]) -> Any:
+        out = ffi.new("herald_buffer **")
+        self._call(lambda ptr: call(ptr, out))
         buffer = out[0]
         try:
             data = ffi.new("const uint8_t **")
@@ -606,14 +536,7 @@ class System:
     def delete_webhook(self, id: Text) -> None:
         """Removes an endpoint and its pending deliveries; NotFoundError if there is none."""
         endpoint = _text(id)
-        ptr = self._enter()
-        try:
-            status = lib.herald_webhook_delete(ptr, endpoint, len(endpoint))
-            error = error_for(status) if status else None
-        finally:
-            self._leave()
-        if error is not None:
-            raise error
+        self._call(lambda ptr: lib.herald_webhook_delete(ptr, endpoint, len(endpoint)))
 
     def metrics(self) -> dict[str, Any]:
         """``{"domain_events", "integration_events", "websocket_events", "event_store"}`` as
