@@ -1,4 +1,4 @@
-//! The event store benchmark: Herald's [`Log`] against SQLite (rusqlite, bundled, WAL) doing the
+//! The event store benchmark: Herald's [`Log`] against SQLite (rusqlite over the system's libsqlite3, WAL) doing the
 //! same unit of work. Figures and the exact setup: `docs/benchmarks.md`.
 //!
 //! One criterion group, `store`, with ids `<case>/<impl>`:
