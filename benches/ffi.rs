@@ -11,6 +11,7 @@
 //! First it prints `ffi_publish/paired` lines: the two sides in alternating rounds and the median
 //! of the per-round ratios, the figure that holds on a noisy machine.
 
+use std::hint::black_box;
 use std::ptr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -70,9 +71,13 @@ fn rust_system() -> System {
 
 /// The Rust loop's drafts. Like the C caller, it starts from the payload's bytes and hands
 /// Herald an owned copy (a Rust program gets one from `serde_json::to_vec`); a `&'static` payload
-/// would skip the allocation every real publish pays.
+/// would skip the allocation every real publish pays. The strings go through `black_box`: a
+/// publisher's type, aggregate id and payload are runtime values, and constants let the compiler
+/// specialize the Rust loop's copies (measured: 40–60 ns of the 100–150 ns it takes to build a
+/// draft).
 fn rust_drafts(count: usize) -> Vec<EventDraft> {
-    (0..count).map(|_| EventDraft::new(TYPE, AGGREGATE, DATA.as_bytes().to_vec())).collect()
+    let (event_type, aggregate, data) = (black_box(TYPE), black_box(AGGREGATE), black_box(DATA.as_bytes()));
+    (0..count).map(|_| EventDraft::new(event_type, aggregate, data.to_vec())).collect()
 }
 
 fn publish(c: &mut Criterion) {
