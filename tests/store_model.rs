@@ -289,20 +289,16 @@ fn build_draft(spec: &DraftSpec, serial: u64, current: u64) -> EventDraft {
         }
     };
     let data = format!("{prefix}{}\"}}", "x".repeat(pad));
-    let draft = EventDraft {
-        kind: spec.kind,
-        id: spec.id.map(pool_id),
-        event_type: event_type.to_owned(),
-        aggregate_id: aggregate_id.to_owned(),
-        expected_version: match spec.expected {
-            Expect::Fixed(expected) => expected,
-            Expect::Current(delta) => ExpectedVersion::Exact((current as i64 + delta).max(0) as u64),
-        },
-        correlation_id: spec.correlation.map(link_id),
-        causation_id: spec.causation.map(link_id),
-        metadata,
-        data: data.into(),
+    let mut draft = EventDraft::new(event_type, aggregate_id, data);
+    draft.kind = spec.kind;
+    draft.id = spec.id.map(pool_id);
+    draft.expected_version = match spec.expected {
+        Expect::Fixed(expected) => expected,
+        Expect::Current(delta) => ExpectedVersion::Exact((current as i64 + delta).max(0) as u64),
     };
+    draft.correlation_id = spec.correlation.map(link_id);
+    draft.causation_id = spec.causation.map(link_id);
+    draft.metadata = metadata;
     if let Size::Fill(delta) = spec.size {
         let unpadded = ((SEGMENT_BYTES - SEGMENT_HEADER_BYTES) as i64 + delta) as usize;
         assert_eq!(frame_len(&draft), unpadded.div_ceil(8) * 8);
@@ -857,7 +853,8 @@ proptest! {
 fn a_type_and_kind_read_with_a_limit_skips_no_match() {
     // A read filtered by type and kind with a limit returns the first matches and pages on to the rest.
     let log = Log::in_memory(config()).unwrap();
-    let integration = EventDraft { kind: EventKind::Integration, ..EventDraft::new("Closed", "", "{}") };
+    let mut integration = EventDraft::new("Closed", "", "{}");
+    integration.kind = EventKind::Integration;
     log.append(&[integration, EventDraft::new("Closed", "a0", "{}"), EventDraft::new("Closed", "a0", "{}")]).unwrap();
     let query = ReadQuery {
         event_type: Some("Closed".into()),

@@ -43,6 +43,11 @@ pub unsafe fn optional_bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Resu
 pub unsafe fn text<'a>(ptr: *const c_char, len: usize, name: &str) -> Result<&'a str, Failure> {
     // SAFETY: the caller's contract is the one `bytes` needs.
     let raw = unsafe { bytes(ptr.cast(), len, name) }?;
+    // Names are mostly ASCII: checked word by word, inline (the general check is a call).
+    if raw.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(raw) });
+    }
     std::str::from_utf8(raw)
         .map_err(|error| Failure::new(herald_status::HERALD_INVALID_UTF8, format!("`{name}` is not UTF-8: {error}")))
 }

@@ -72,31 +72,54 @@ pub struct herald_draft {
 }
 
 impl herald_draft {
-    /// The engine's draft (validated later, by the store).
+    /// The engine's drafts for `drafts` (validated later, by the store). Their payloads are
+    /// copied into one buffer and sliced from it: one allocation per call, not one per draft.
     ///
     /// # Safety
-    /// Every non-NULL pointer must be valid for its length (one `herald_uuid` for ids).
-    #[inline]
-    pub unsafe fn to_draft(&self, index: Option<usize>) -> Result<EventDraft, Failure> {
-        // SAFETY: forwarded contract.
-        unsafe { self.convert() }.map_err(|mut failure| {
-            // Named only on failure: formatting names eagerly was a fifth of a batch's cost.
-            let owner = index.map_or_else(|| "draft".to_owned(), |index| format!("drafts[{index}]"));
-            failure.message = format!("{owner}: {}", failure.message);
-            failure
-        })
+    /// Every non-NULL pointer of every draft must be valid for its length (one `herald_uuid`
+    /// for ids).
+    pub unsafe fn to_drafts(drafts: &[herald_draft]) -> Result<Vec<EventDraft>, Failure> {
+        let mut total = 0usize;
+        for (i, draft) in drafts.iter().enumerate() {
+            // SAFETY: forwarded contract.
+            let payload = unsafe { draft.payload() }.map_err(|failure| named(failure, drafts.len(), i))?;
+            total = total
+                .checked_add(payload.len())
+                .ok_or_else(|| Failure::invalid("the drafts' payloads together are larger than any buffer"))?;
+        }
+        let mut buffer = Vec::with_capacity(total);
+        for draft in drafts {
+            // SAFETY: forwarded contract (checked in the first pass).
+            buffer.extend_from_slice(unsafe { draft.payload() }?);
+        }
+        let mut rest = bytes::Bytes::from(buffer);
+        let mut owned = Vec::with_capacity(drafts.len());
+        for (i, draft) in drafts.iter().enumerate() {
+            // The last draft takes what is left; the others share the buffer.
+            let data = if i + 1 < drafts.len() { rest.split_to(draft.data_len) } else { std::mem::take(&mut rest) };
+            // SAFETY: forwarded contract.
+            owned.push(unsafe { draft.convert(data) }.map_err(|failure| named(failure, drafts.len(), i))?);
+        }
+        Ok(owned)
     }
 
     /// # Safety
-    /// As [`herald_draft::to_draft`].
+    /// As [`herald_draft::to_drafts`].
     #[inline]
-    unsafe fn convert(&self) -> Result<EventDraft, Failure> {
-        // SAFETY (all four reads): the caller vouches for each pointer and its length.
+    unsafe fn payload(&self) -> Result<&[u8], Failure> {
+        // SAFETY: the caller vouches for the pointer and its length.
+        unsafe { args::bytes(self.data, self.data_len, "data") }
+    }
+
+    /// # Safety
+    /// As [`herald_draft::to_drafts`].
+    #[inline]
+    unsafe fn convert(&self, data: bytes::Bytes) -> Result<EventDraft, Failure> {
+        // SAFETY (all three reads): the caller vouches for each pointer and its length.
         let event_type = unsafe { args::text(self.event_type, self.event_type_len, "event_type") }?;
         let aggregate_id = unsafe { args::text(self.aggregate_id, self.aggregate_id_len, "aggregate_id") }?;
-        let data = unsafe { args::bytes(self.data, self.data_len, "data") }?;
         let metadata = unsafe { args::optional_bytes(self.metadata_json, self.metadata_json_len, "metadata_json") }?;
-        let mut draft = EventDraft::new(event_type, aggregate_id, bytes::Bytes::copy_from_slice(data));
+        let mut draft = EventDraft::new(event_type, aggregate_id, data);
         if let Some(metadata) = metadata {
             draft.metadata = serde_json::from_slice::<Metadata>(metadata).map_err(|error| {
                 Failure::invalid(format!("`metadata_json` must be a JSON object of strings: {error}"))
@@ -115,6 +138,14 @@ impl herald_draft {
         };
         Ok(draft)
     }
+}
+
+/// A failure about draft `index` of `count`, named as the caller passed it (formatted only on
+/// failure: naming eagerly was a fifth of a batch's cost).
+fn named(mut failure: Failure, count: usize, index: usize) -> Failure {
+    let owner = if count > 1 { format!("drafts[{index}]") } else { "draft".to_owned() };
+    failure.message = format!("{owner}: {}", failure.message);
+    failure
 }
 
 /// Where a published event landed.

@@ -185,14 +185,8 @@ pub unsafe extern "C" fn herald_publish_batch(
         }
         // SAFETY: non-NULL, the size fits `isize`, and the caller vouches for `count` drafts.
         let drafts = unsafe { std::slice::from_raw_parts(drafts, count) };
-        let index = |i| (count > 1).then_some(i);
-        // Sized up front: collecting through `Result` would grow the vector by doubling.
-        let mut owned = Vec::with_capacity(count);
-        for (i, draft) in drafts.iter().enumerate() {
-            // SAFETY: the caller vouches for every draft's pointers.
-            owned.push(unsafe { draft.to_draft(index(i)) }?);
-        }
-        let drafts = owned;
+        // SAFETY: the caller vouches for every draft's pointers.
+        let drafts = unsafe { herald_draft::to_drafts(drafts) }?;
         let outcome = system.system.publish(drafts)?;
         // SAFETY: the caller vouches `appended_out` is NULL or has room for `count` results.
         unsafe { write_results(&outcome, appended_out, count) };
@@ -221,7 +215,8 @@ pub unsafe extern "C" fn herald_publish_json(
         // SAFETY: the caller vouches for the handle and the buffer.
         let system = unsafe { args::borrow(system, "system") }?;
         let json = unsafe { args::bytes(json, json_len, "json") }?;
-        let drafts = EventDraft::batch_from_json(json).map_err(invalid)?;
+        // One copy of the body: the drafts' payloads are slices of it.
+        let drafts = EventDraft::batch_from_json(&bytes::Bytes::copy_from_slice(json)).map_err(invalid)?;
         let outcome = system.system.publish(drafts)?;
         // SAFETY: the caller vouches `appended_out` is NULL or has room for `appended_capacity`.
         unsafe { write_results(&outcome, appended_out, appended_capacity) };

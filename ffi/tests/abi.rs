@@ -105,7 +105,8 @@ fn publish_then_read_the_stream_back_through_views() {
     again.id = &first.id as *const herald_uuid;
     let retry = publish(&system, &again).expect_err("same id, other type: a conflict");
     assert_eq!(retry, HERALD_DUPLICATE_ID, "{}", last_error());
-    let batch = [draft("TaskStarted", "task-1", "1"), draft("TaskCompleted", "task-1", "2")];
+    // Payloads of different lengths: the ABI copies a batch's payloads into one buffer.
+    let batch = [draft("TaskStarted", "task-1", "[1,2,3]"), draft("TaskCompleted", "task-1", "2")];
     let mut results = [herald_appended::default(); 2];
     // SAFETY: live handle, two drafts, room for two results.
     let status = unsafe { herald_publish_batch(system.0, batch.as_ptr(), 2, results.as_mut_ptr()) };
@@ -115,7 +116,7 @@ fn publish_then_read_the_stream_back_through_views() {
         read_stream(&system, "task-1"),
         [
             ("TaskCreated".into(), 1, r#"{"title":"x"}"#.into()),
-            ("TaskStarted".into(), 2, "1".into()),
+            ("TaskStarted".into(), 2, "[1,2,3]".into()),
             ("TaskCompleted".into(), 3, "2".into())
         ]
     );
@@ -144,6 +145,18 @@ fn failures_return_a_status_and_a_message_and_write_nothing() {
     assert!(last_error().contains("draft: `aggregate_id`"), "{}", last_error());
     assert_eq!(publish(&system, &draft("TaskCreated", "task-1", "{not json")), Err(HERALD_INVALID_ARGUMENT));
     assert!(last_error().contains("data"), "{}", last_error());
+    let batch = [draft("TaskStarted", "task-1", "{}"), draft("TaskCompleted", "task-1", "[1,")];
+    // SAFETY: live handle, two drafts, no result array.
+    let status = unsafe { herald_publish_batch(system.0, batch.as_ptr(), 2, ptr::null_mut()) };
+    assert_eq!(status, HERALD_INVALID_ARGUMENT, "{}", last_error());
+    assert!(last_error().contains("data"), "{}", last_error());
+    let mut null_data = draft("TaskCompleted", "task-1", "{}");
+    null_data.data = ptr::null();
+    let batch = [draft("TaskStarted", "task-1", "{}"), null_data];
+    // SAFETY: as above; a NULL payload is checked.
+    let status = unsafe { herald_publish_batch(system.0, batch.as_ptr(), 2, ptr::null_mut()) };
+    assert_eq!(status, HERALD_NULL_PARAMETER);
+    assert!(last_error().contains("drafts[1]: `data`"), "{}", last_error());
     // SAFETY: a NULL draft is checked.
     assert_eq!(unsafe { herald_publish(system.0, ptr::null(), ptr::null_mut()) }, HERALD_NULL_PARAMETER);
     let mut other = ptr::null_mut();
@@ -172,6 +185,8 @@ fn json_publish_reports_every_result_up_to_the_capacity() {
     assert_eq!(status, HERALD_OK, "{}", last_error());
     assert_eq!(count, 3);
     assert_eq!(results.map(|r| (r.position, r.aggregate_version)), [(0, 1), (1, 2)]);
+    let data = |aggregate| read_stream(&system, aggregate).into_iter().map(|(_, _, data)| data).collect::<Vec<_>>();
+    assert_eq!((data("a"), data("b")), (vec!["1".to_owned(), "2".to_owned()], vec!["3".to_owned()]));
     let bad = br#"{"events":[{"type":"A","aggregate_id":"a","data":1},{"type":"B","data":2}]}"#;
     // SAFETY: as above, with no result array.
     let status = unsafe { herald_publish_json(system.0, bad.as_ptr(), bad.len(), ptr::null_mut(), 0, ptr::null_mut()) };

@@ -3,6 +3,7 @@
 //! Field names and order follow `PROTOCOL.md` exactly. `data` is written as the raw JSON the
 //! publisher sent (validated at append), never re-encoded.
 
+use bytes::Bytes;
 use serde::ser::{Error as _, SerializeMap, SerializeStruct};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -152,47 +153,58 @@ impl DraftJson<'_> {
             && self.metadata.is_none()
     }
 
-    /// Turns the parsed JSON into a validated draft; errors name the field.
-    pub fn into_draft(self) -> Result<EventDraft, ValidationError> {
+    /// Turns the parsed JSON into a validated draft; errors name the field. `body` is the text
+    /// this was parsed from: the payload becomes a slice of it (no copy), marked as checked JSON.
+    pub fn into_draft(self, body: &Bytes) -> Result<EventDraft, ValidationError> {
         let required = |field: &str| ValidationError::new(field, "is required");
         let data = self.data.ok_or_else(|| required("data"))?;
-        let draft = EventDraft {
-            kind: EventKind::Domain,
-            id: parse_uuid("id", self.id.as_deref())?,
-            event_type: self.event_type.ok_or_else(|| required("type"))?,
-            aggregate_id: self.aggregate_id.ok_or_else(|| required("aggregate_id"))?,
-            expected_version: parse_expected_version(self.expected_version)?,
-            correlation_id: parse_uuid("correlation_id", self.correlation_id.as_deref())?,
-            causation_id: parse_uuid("causation_id", self.causation_id.as_deref())?,
-            metadata: self.metadata.unwrap_or_default(),
-            data: bytes::Bytes::copy_from_slice(data.get().as_bytes()),
-        };
-        // `data` is a JSON value the parser checked; the store checks it again at append.
+        let mut draft = EventDraft::with_json(
+            self.event_type.ok_or_else(|| required("type"))?,
+            self.aggregate_id.ok_or_else(|| required("aggregate_id"))?,
+            slice_of(body, data.get().as_bytes()),
+        );
+        draft.id = parse_uuid("id", self.id.as_deref())?;
+        draft.expected_version = parse_expected_version(self.expected_version)?;
+        draft.correlation_id = parse_uuid("correlation_id", self.correlation_id.as_deref())?;
+        draft.causation_id = parse_uuid("causation_id", self.causation_id.as_deref())?;
+        draft.metadata = self.metadata.unwrap_or_default();
         draft.validate_fields()?;
         Ok(draft)
+    }
+}
+
+/// `part` as a slice of `body` when it lies inside it (a borrowed `RawValue` does), else a copy.
+fn slice_of(body: &Bytes, part: &[u8]) -> Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    if start <= body.len() && part.len() <= body.len() - start {
+        body.slice(start..start + part.len())
+    } else {
+        Bytes::copy_from_slice(part)
     }
 }
 
 impl EventDraft {
     /// Parses one draft from the spec's JSON; a syntax error is reported on the field `body`.
     pub fn from_json(json: &[u8]) -> Result<EventDraft, ValidationError> {
+        let body = Bytes::copy_from_slice(json);
         let parsed: DraftJson<'_> =
-            serde_json::from_slice(json).map_err(|error| ValidationError::new("body", error.to_string()))?;
-        parsed.into_draft()
+            serde_json::from_slice(&body).map_err(|error| ValidationError::new("body", error.to_string()))?;
+        parsed.into_draft(&body)
     }
 }
 
 impl EventDraft {
     /// Parses a publish body: one draft, or `{"events": [draft, …]}` (an atomic batch). Text
     /// that is not JSON is an error on the field `body`; JSON of the wrong shape names the
-    /// field (found with `serde_path_to_error`, e.g. `events[1].aggregate_id`).
-    pub fn batch_from_json(body: &[u8]) -> Result<Vec<EventDraft>, ValidationError> {
+    /// field (found with `serde_path_to_error`, e.g. `events[1].aggregate_id`). The drafts'
+    /// payloads are slices of `body`: one allocation for the whole batch.
+    pub fn batch_from_json(body: &Bytes) -> Result<Vec<EventDraft>, ValidationError> {
         // One pass with plain serde_json (a batch's drafts are parsed with the body); only a
         // failure is parsed again with `serde_path_to_error`, to name the field.
         let mut parsed: DraftJson<'_> = serde_json::from_slice(body).map_err(|error| named(body, error))?;
         let batch = if parsed.is_empty() { parsed.events.take() } else { None };
         let Some(items) = batch else {
-            return Ok(vec![parsed.into_draft()?]);
+            return Ok(vec![parsed.into_draft(body)?]);
         };
         if items.is_empty() {
             return Err(ValidationError::new("events", "must hold at least one event"));
@@ -201,7 +213,8 @@ impl EventDraft {
             .into_iter()
             .enumerate()
             .map(|(index, item)| {
-                item.into_draft().map_err(|e| ValidationError::new(format!("events[{index}].{}", e.field), e.reason))
+                item.into_draft(body)
+                    .map_err(|e| ValidationError::new(format!("events[{index}].{}", e.field), e.reason))
             })
             .collect()
     }
@@ -322,13 +335,20 @@ mod tests {
 
     #[test]
     fn bodies_parse_as_one_draft_or_a_batch_and_null_is_a_payload() {
-        let one = EventDraft::batch_from_json(br#"{"type":"T","aggregate_id":"a","data":null}"#).unwrap();
+        let body = Bytes::from_static(br#"{"type":"T","aggregate_id":"a","data":null}"#);
+        let one = EventDraft::batch_from_json(&body).unwrap();
         assert_eq!(&one[0].data[..], b"null", "a null payload is present, not missing");
-        let batch =
-            br#"{"events":[{"type":"A","aggregate_id":"a","data":1},{"type":"B","aggregate_id":"b","data":[2]}]}"#;
-        let drafts = EventDraft::batch_from_json(batch).unwrap();
+        let batch = Bytes::from_static(
+            br#"{"events":[{"type":"A","aggregate_id":"a","data":1},{"type":"B","aggregate_id":"b","data":[2]}]}"#,
+        );
+        let drafts = EventDraft::batch_from_json(&batch).unwrap();
         assert_eq!(drafts.iter().map(|d| d.event_type.as_str()).collect::<Vec<_>>(), ["A", "B"]);
-        let field_of = |json: &str| EventDraft::batch_from_json(json.as_bytes()).unwrap_err().field;
+        assert_eq!(drafts.iter().map(|d| &d.data[..]).collect::<Vec<_>>(), [&b"1"[..], b"[2]"]);
+        // The payloads are slices of the body, not copies.
+        let inside = |data: &Bytes| batch.as_ptr_range().contains(&data.as_ptr());
+        assert!(drafts.iter().all(|d| inside(&d.data)));
+        let field_of =
+            |json: &str| EventDraft::batch_from_json(&Bytes::copy_from_slice(json.as_bytes())).unwrap_err().field;
         assert_eq!(
             field_of(r#"{"events":[{"type":"A","aggregate_id":"a","data":1},{"type":"B","data":2}]}"#),
             "events[1].aggregate_id"

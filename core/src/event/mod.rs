@@ -145,6 +145,39 @@ pub struct EventDraft {
     pub metadata: Metadata,
     /// The payload: one JSON value, as UTF-8 bytes.
     pub data: Bytes,
+    /// Set by the constructors that made or parsed `data` as JSON, so the store need not parse
+    /// it again. Not public: a draft a user builds is always checked, and a `data` replaced after
+    /// the check is checked again (see [`CheckedJson`]).
+    pub(crate) checked: CheckedJson,
+}
+
+/// A handle on payload bytes already known to be one JSON value. It holds those bytes, so no
+/// other allocation can take their address while it lives: a `data` replaced after the check
+/// has another address (or the same immutable bytes) and is checked again.
+#[derive(Clone, Default)]
+pub(crate) struct CheckedJson(Option<Bytes>);
+
+impl CheckedJson {
+    pub(crate) fn of(data: &Bytes) -> CheckedJson {
+        CheckedJson(Some(data.clone()))
+    }
+
+    fn covers(&self, data: &Bytes) -> bool {
+        self.0.as_ref().is_some_and(|checked| checked.as_ptr() == data.as_ptr() && checked.len() == data.len())
+    }
+}
+
+/// A cache, not part of the draft's value.
+impl PartialEq for CheckedJson {
+    fn eq(&self, _: &CheckedJson) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for CheckedJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "checked" } else { "unchecked" })
+    }
 }
 
 impl EventDraft {
@@ -160,7 +193,15 @@ impl EventDraft {
             causation_id: None,
             metadata: Metadata::new(),
             data: data.into(),
+            checked: CheckedJson::default(),
         }
+    }
+
+    /// A draft whose payload is known to be one JSON value (Herald serialized or parsed it):
+    /// the store does not parse it again.
+    pub(crate) fn with_json(event_type: impl Into<String>, aggregate_id: impl Into<String>, data: Bytes) -> Self {
+        let checked = CheckedJson::of(&data);
+        EventDraft { checked, ..EventDraft::new(event_type, aggregate_id, data) }
     }
 
     /// Sets the id (builder style).
@@ -184,7 +225,9 @@ impl EventDraft {
     /// Checks every limit of the spec; `Ok` means the draft can be stored as it is.
     pub fn validate(&self) -> Result<(), ValidationError> {
         self.validate_fields()?;
-        if serde_json::from_slice::<&serde_json::value::RawValue>(&self.data).is_err() {
+        if !self.checked.covers(&self.data)
+            && serde_json::from_slice::<&serde_json::value::RawValue>(&self.data).is_err()
+        {
             return Err(ValidationError::new("data", "must be one JSON value in UTF-8"));
         }
         Ok(())
@@ -299,6 +342,17 @@ mod tests {
     fn a_valid_draft_passes() {
         let draft = EventDraft::new("TaskCreated", "task-1", r#"{"title":"x"}"#).with_metadata("user_id", "u1");
         assert_eq!(draft.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_payload_replaced_after_its_check_is_checked_again() {
+        let mut draft = EventDraft::with_json("TaskCreated", "task-1", Bytes::from_static(b"{}"));
+        assert_eq!(draft.validate(), Ok(()));
+        draft.data = Bytes::from_static(b"{not json");
+        assert_eq!(draft.validate().map_err(|e| e.field), Err("data".to_owned()));
+        let mut unchecked = EventDraft::new("TaskCreated", "task-1", "[1,");
+        unchecked.data = Bytes::from_static(b"[1,");
+        assert_eq!(unchecked.validate().map_err(|e| e.field), Err("data".to_owned()));
     }
 
     #[test]

@@ -151,6 +151,7 @@ impl IntegrationEvent {
             causation_id: self.causation_id,
             metadata,
             data: self.data.clone(),
+            checked: Default::default(),
         }
     }
 }

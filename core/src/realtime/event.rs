@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::event::time::format_rfc3339_micros;
-use crate::event::{new_event_id, EventDraft, EventKind, ExpectedVersion, Metadata, ValidationError, MAX_DATA_BYTES};
+use crate::event::{
+    new_event_id, CheckedJson, EventDraft, EventKind, ExpectedVersion, Metadata, ValidationError, MAX_DATA_BYTES,
+};
 
 /// The stored `type` of a persistent event sent to every connection.
 pub const ALL_ROOMS_TYPE: &str = "all";
@@ -201,6 +203,7 @@ impl WsEvent {
         if let Some(room) = &room {
             metadata.insert("room".into(), room.clone());
         }
+        let data = Bytes::from(json);
         EventDraft {
             kind: EventKind::WebSocket,
             id: None,
@@ -210,7 +213,9 @@ impl WsEvent {
             correlation_id: None,
             causation_id: None,
             metadata,
-            data: Bytes::from(json),
+            // Serialized here: one JSON value.
+            checked: CheckedJson::of(&data),
+            data,
         }
     }
 

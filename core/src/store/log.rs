@@ -958,7 +958,10 @@ fn looks_generated(id: Uuid, timestamp_ns: u64) -> bool {
 }
 
 fn assign_versions(index: &Index, drafts: &[EventDraft]) -> Result<Vec<u64>, StoreError> {
-    let mut in_batch: HashMap<&str, u64> = HashMap::new();
+    // Only a batch needs it; sized up front (growing it rehashed every key on the way).
+    let capacity = if drafts.len() > 1 { drafts.len() } else { 0 };
+    let mut in_batch: HashMap<&str, u64, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(capacity, Default::default());
     let mut versions = Vec::with_capacity(drafts.len());
     for draft in drafts {
         if draft.kind != EventKind::Domain {
