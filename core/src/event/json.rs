@@ -201,7 +201,13 @@ impl EventDraft {
     pub fn batch_from_json(body: &Bytes) -> Result<Vec<EventDraft>, ValidationError> {
         // One pass with plain serde_json (a batch's drafts are parsed with the body); only a
         // failure is parsed again with `serde_path_to_error`, to name the field.
-        let mut parsed: DraftJson<'_> = serde_json::from_slice(body).map_err(|error| named(body, error))?;
+        // UTF-8 is checked once for the whole body (word at a time for ASCII) rather than per
+        // string by the parser; a body that is not UTF-8 is parsed as bytes for its error.
+        let parsed = match std::str::from_utf8(body) {
+            Ok(text) => serde_json::from_str::<DraftJson<'_>>(text),
+            Err(_) => serde_json::from_slice::<DraftJson<'_>>(body),
+        };
+        let mut parsed = parsed.map_err(|error| named(body, error))?;
         let batch = if parsed.is_empty() { parsed.events.take() } else { None };
         let Some(items) = batch else {
             return Ok(vec![parsed.into_draft(body)?]);

@@ -303,13 +303,28 @@ impl Segment {
         result.is_ok()
     }
 
-    /// Makes the bytes `[synced, end)` durable (`msync`), then records `end` as synced.
-    pub fn sync_to(&self, end: usize) -> Result<(), StoreError> {
+    /// Makes the bytes `[synced, end)` durable (`fdatasync`), then records `end` as synced.
+    /// `written_through_map`: the bytes were written through the mapping (not with pwrite);
+    /// their whole pages are then unmapped first, see below.
+    pub fn sync_to(&self, end: usize, written_through_map: bool) -> Result<(), StoreError> {
+        const PAGE: usize = 4096;
         let start = self.synced.load(Ordering::Acquire);
         if end <= start {
             return Ok(());
         }
-        if let Mapping::File(_, file) = &self.mapping {
+        if let Mapping::File(map, file) = &self.mapping {
+            // Writeback write-protects every page this process has mapped dirty, with one TLB
+            // shootdown (an interrupt to the appending thread's core) per page: tens of
+            // thousands per checkpoint. The whole pages below `end` are never written again, so
+            // they are unmapped first, with one shootdown for the range; the page cache keeps
+            // their (dirty) contents and a reader's next access maps them back.
+            let (from, to) = (start / PAGE * PAGE, end / PAGE * PAGE);
+            if written_through_map && from < to {
+                // SAFETY: a shared file mapping: MADV_DONTNEED drops page table entries only, and
+                // every later access sees the file's current bytes, the same bytes (nobody writes
+                // below `written`, and `end` is at most `written`). The range is inside the map.
+                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) };
+            }
             // fdatasync, not msync: flushing pages that were written through a shared mapping
             // costs a write-protect and TLB shootdown per page; measured here, msync of one
             // record took ~2 ms where pwrite + fdatasync took ~0.2 ms. fdatasync also flushes
