@@ -79,6 +79,12 @@ impl herald_draft {
     /// Every non-NULL pointer of every draft must be valid for its length (one `herald_uuid`
     /// for ids).
     pub unsafe fn to_drafts(drafts: &[herald_draft]) -> Result<Vec<EventDraft>, Failure> {
+        if let [draft] = drafts {
+            // SAFETY: forwarded contract.
+            let data = bytes::Bytes::copy_from_slice(unsafe { draft.payload() }.map_err(|f| named(f, 1, 0))?);
+            // SAFETY: forwarded contract.
+            return Ok(vec![unsafe { draft.convert(data) }.map_err(|f| named(f, 1, 0))?]);
+        }
         let mut total = 0usize;
         for (i, draft) in drafts.iter().enumerate() {
             // SAFETY: forwarded contract.
