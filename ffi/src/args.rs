@@ -13,21 +13,31 @@ use crate::status::{herald_status, Failure};
 ///
 /// # Safety
 /// `ptr` must be NULL or valid for reads of `len` bytes during the call.
+#[inline]
 pub unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'a [u8], Failure> {
-    if ptr.is_null() {
-        return Err(Failure::null(name));
-    }
-    if len > isize::MAX as usize {
-        return Err(Failure::invalid(format!("`{name}_len` of {len} bytes is larger than any buffer")));
+    if ptr.is_null() || len > isize::MAX as usize {
+        return Err(bad_buffer(ptr.is_null(), len, name));
     }
     // SAFETY: non-NULL, the length fits `isize`, and the caller vouches for `len` readable bytes.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Why [`bytes`] refused a buffer (out of line: the checks are on every call, failures rare).
+#[cold]
+#[inline(never)]
+fn bad_buffer(null: bool, len: usize, name: &str) -> Failure {
+    if null {
+        Failure::null(name)
+    } else {
+        Failure::invalid(format!("`{name}_len` of {len} bytes is larger than any buffer"))
+    }
 }
 
 /// The bytes at `ptr`, or `None` when it is NULL.
 ///
 /// # Safety
 /// As [`bytes`].
+#[inline]
 pub unsafe fn optional_bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Result<Option<&'a [u8]>, Failure> {
     if ptr.is_null() {
         return Ok(None);
@@ -40,6 +50,7 @@ pub unsafe fn optional_bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Resu
 ///
 /// # Safety
 /// As [`bytes`].
+#[inline]
 pub unsafe fn text<'a>(ptr: *const c_char, len: usize, name: &str) -> Result<&'a str, Failure> {
     // SAFETY: the caller's contract is the one `bytes` needs.
     let raw = unsafe { bytes(ptr.cast(), len, name) }?;
@@ -48,6 +59,13 @@ pub unsafe fn text<'a>(ptr: *const c_char, len: usize, name: &str) -> Result<&'a
         // SAFETY: ASCII is UTF-8.
         return Ok(unsafe { std::str::from_utf8_unchecked(raw) });
     }
+    not_ascii(raw, name)
+}
+
+/// [`text`] for bytes that are not all ASCII (out of line, as above).
+#[cold]
+#[inline(never)]
+fn not_ascii<'a>(raw: &'a [u8], name: &str) -> Result<&'a str, Failure> {
     std::str::from_utf8(raw)
         .map_err(|error| Failure::new(herald_status::HERALD_INVALID_UTF8, format!("`{name}` is not UTF-8: {error}")))
 }
@@ -68,6 +86,7 @@ pub unsafe fn optional_text<'a>(ptr: *const c_char, len: usize, name: &str) -> R
 ///
 /// # Safety
 /// `ptr` must be NULL or point to a live `T` for the duration of the call.
+#[inline]
 pub unsafe fn borrow<'a, T>(ptr: *const T, name: &str) -> Result<&'a T, Failure> {
     // SAFETY: the caller vouches that a non-NULL `ptr` points to a live `T`.
     unsafe { ptr.as_ref() }.ok_or_else(|| Failure::null(name))

@@ -78,6 +78,7 @@ impl herald_draft {
     /// # Safety
     /// Every non-NULL pointer of every draft must be valid for its length (one `herald_uuid`
     /// for ids).
+    #[inline]
     pub unsafe fn to_drafts(drafts: &[herald_draft]) -> Result<Vec<EventDraft>, Failure> {
         if let [draft] = drafts {
             // SAFETY: forwarded contract.
