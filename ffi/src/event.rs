@@ -82,17 +82,19 @@ impl herald_draft {
     pub unsafe fn to_drafts(drafts: &[herald_draft]) -> Result<Vec<EventDraft>, Failure> {
         if let [draft] = drafts {
             // SAFETY: forwarded contract.
-            let data = bytes::Bytes::copy_from_slice(unsafe { draft.payload() }.map_err(|f| named(f, 1, 0))?);
-            // SAFETY: forwarded contract.
-            return Ok(vec![unsafe { draft.convert(data) }.map_err(|f| named(f, 1, 0))?]);
+            let converted = unsafe { draft.convert(bytes::Bytes::copy_from_slice) };
+            return Ok(vec![converted.map_err(|failure| named(failure, 1, 0))?]);
         }
+        // First every draft's pointers, lengths and names, in the order a conversion checks
+        // them, so the failure reported is the one the first bad draft has; then one buffer.
         let mut total = 0usize;
         for (i, draft) in drafts.iter().enumerate() {
             // SAFETY: forwarded contract.
-            let payload = unsafe { draft.payload() }.map_err(|failure| named(failure, drafts.len(), i))?;
-            total = total
-                .checked_add(payload.len())
-                .ok_or_else(|| Failure::invalid("the drafts' payloads together are larger than any buffer"))?;
+            let payload = unsafe { draft.check() }.map_err(|failure| named(failure, drafts.len(), i))?;
+            total = total.saturating_add(payload.len());
+        }
+        if total > isize::MAX as usize {
+            return Err(Failure::invalid("the drafts' payloads together are larger than any buffer"));
         }
         let mut buffer = Vec::with_capacity(total);
         for draft in drafts {
@@ -102,12 +104,32 @@ impl herald_draft {
         let mut rest = bytes::Bytes::from(buffer);
         let mut owned = Vec::with_capacity(drafts.len());
         for (i, draft) in drafts.iter().enumerate() {
-            // The last draft takes what is left; the others share the buffer.
-            let data = if i + 1 < drafts.len() { rest.split_to(draft.data_len) } else { std::mem::take(&mut rest) };
+            // The last draft takes what is left; the others share the buffer. (`min`: a caller
+            // that changed a length during the call gets wrong bytes, not a panic.)
+            let last = i + 1 == drafts.len();
+            let take = |payload: &[u8]| {
+                if last {
+                    std::mem::take(&mut rest)
+                } else {
+                    rest.split_to(payload.len().min(rest.len()))
+                }
+            };
             // SAFETY: forwarded contract.
-            owned.push(unsafe { draft.convert(data) }.map_err(|failure| named(failure, drafts.len(), i))?);
+            owned.push(unsafe { draft.convert(take) }.map_err(|failure| named(failure, drafts.len(), i))?);
         }
         Ok(owned)
+    }
+
+    /// The checks [`herald_draft::convert`] makes before it allocates; returns the payload.
+    ///
+    /// # Safety
+    /// As [`herald_draft::to_drafts`].
+    #[inline]
+    unsafe fn check(&self) -> Result<&[u8], Failure> {
+        // SAFETY (all three reads): the caller vouches for each pointer and its length.
+        unsafe { args::text(self.event_type, self.event_type_len, "event_type") }?;
+        unsafe { args::text(self.aggregate_id, self.aggregate_id_len, "aggregate_id") }?;
+        unsafe { self.payload() }
     }
 
     /// # Safety
@@ -118,15 +140,18 @@ impl herald_draft {
         unsafe { args::bytes(self.data, self.data_len, "data") }
     }
 
+    /// The draft, with `data` made from the payload's bytes.
+    ///
     /// # Safety
     /// As [`herald_draft::to_drafts`].
     #[inline]
-    unsafe fn convert(&self, data: bytes::Bytes) -> Result<EventDraft, Failure> {
-        // SAFETY (all three reads): the caller vouches for each pointer and its length.
+    unsafe fn convert(&self, data: impl FnOnce(&[u8]) -> bytes::Bytes) -> Result<EventDraft, Failure> {
+        // SAFETY (all four reads): the caller vouches for each pointer and its length.
         let event_type = unsafe { args::text(self.event_type, self.event_type_len, "event_type") }?;
         let aggregate_id = unsafe { args::text(self.aggregate_id, self.aggregate_id_len, "aggregate_id") }?;
+        let payload = unsafe { self.payload() }?;
         let metadata = unsafe { args::optional_bytes(self.metadata_json, self.metadata_json_len, "metadata_json") }?;
-        let mut draft = EventDraft::new(event_type, aggregate_id, data);
+        let mut draft = EventDraft::new(event_type, aggregate_id, data(payload));
         if let Some(metadata) = metadata {
             draft.metadata = serde_json::from_slice::<Metadata>(metadata).map_err(|error| {
                 Failure::invalid(format!("`metadata_json` must be a JSON object of strings: {error}"))

@@ -453,14 +453,18 @@ impl Shared {
             self.recorder.record_append(elapsed_since(clock_ns));
             return Ok(AppendOutcome::AlreadyAppended(original));
         }
-        let versions = assign_versions(&state.index, drafts)?;
+        // The results, filled in three steps (versions, ids, positions): one vector per append.
+        let mut results = assign_versions(&state.index, drafts)?;
         // The timestamp the records get, which never goes back, so generated ids do not either.
-        let ids = generate_ids(&state.index, drafts, clock_ns.max(state.last_timestamp_ns));
+        generate_ids(&state.index, drafts, clock_ns.max(state.last_timestamp_ns), &mut results);
         let segment = self.room_for(&mut state, batch_bytes)?;
         reserve(state.next_position, drafts.len())?;
 
         let timestamp_ns = clock_ns.max(state.last_timestamp_ns);
         let first_position = state.next_position;
+        for (i, result) in results.iter_mut().enumerate() {
+            result.position = first_position + i as u64;
+        }
         let start = segment.written.load(Ordering::Relaxed);
         // Under `Always` a file segment is written with pwrite, by the next group fsync, which
         // writes every append waiting for it at once (see `Segment::sync_to` for why pwrite);
@@ -477,14 +481,14 @@ impl Shared {
             unsafe { segment.writable(start, start + batch_bytes) }
         };
         let mut at = 0usize;
-        for (i, draft) in drafts.iter().enumerate() {
+        for (i, (draft, result)) in drafts.iter().zip(&results).enumerate() {
             let length = frame_len(draft);
             let fields = RecordFields {
                 draft,
-                id: ids[i],
-                position: first_position + i as u64,
+                id: result.id,
+                position: result.position,
                 timestamp_ns,
-                aggregate_version: versions[i],
+                aggregate_version: result.aggregate_version,
                 batch_remaining: (drafts.len() - 1 - i) as u32,
             };
             write_frame(&mut region[at..at + length], &fields);
@@ -493,18 +497,16 @@ impl Shared {
         if let Some(waiting) = waiting {
             state.unwritten.push(waiting);
         }
-        let mut results = Vec::with_capacity(drafts.len());
         {
             let mut offsets = segment.offsets.write();
             let mut at = 0usize;
-            for (i, draft) in drafts.iter().enumerate() {
-                let position = first_position + i as u64;
+            for (draft, result) in drafts.iter().zip(&results) {
                 offsets.push((start + at) as u32);
                 at += frame_len(draft);
                 let generated = draft.id.is_none();
                 let (kind, event_type, aggregate_id) = (draft.kind, &draft.event_type, &draft.aggregate_id);
-                state.index.insert(ids[i], generated, kind, event_type, aggregate_id, position, versions[i]);
-                results.push(Appended { id: ids[i], position, aggregate_version: versions[i] });
+                let Appended { id, position, aggregate_version } = *result;
+                state.index.insert(id, generated, kind, event_type, aggregate_id, position, aggregate_version);
             }
         }
         // The checksums were just computed from these bytes: readers need not check them again.
@@ -910,7 +912,7 @@ fn take_unwritten(state: &mut State, segment: &Arc<Segment>, start: usize) -> Un
 /// bits count up by a random step (RFC 9562 §6.2, method 2), so the ids stay unguessable and sort
 /// by position, and the id index only appends them. A candidate that a publisher already chose
 /// (stored, or in this batch) is stepped over, so a generated id is always fresh.
-fn generate_ids(index: &Index, drafts: &[EventDraft], timestamp_ns: u64) -> Vec<Uuid> {
+fn generate_ids(index: &Index, drafts: &[EventDraft], timestamp_ns: u64, results: &mut [Appended]) {
     /// The low 62 bits of a UUIDv7: `rand_b`, below the variant bits.
     const RAND_B: u128 = (1 << 62) - 1;
     // The publisher-given ids of this batch, gathered once (a scan per generated id made big
@@ -918,10 +920,9 @@ fn generate_ids(index: &Index, drafts: &[EventDraft], timestamp_ns: u64) -> Vec<
     let given: HashSet<Uuid> = drafts.iter().filter_map(|draft| draft.id).collect();
     let taken = |candidate: &Uuid| index.ids.contains_unordered(candidate) || given.contains(candidate);
     let mut last = index.ids.last_ordered();
-    let mut ids = Vec::with_capacity(drafts.len());
-    for draft in drafts {
+    for (draft, result) in drafts.iter().zip(results.iter_mut()) {
         if let Some(id) = draft.id {
-            ids.push(id);
+            result.id = id;
             continue;
         }
         let mut id = new_event_id(timestamp_ns);
@@ -943,9 +944,8 @@ fn generate_ids(index: &Index, drafts: &[EventDraft], timestamp_ns: u64) -> Vec<
         if last.is_none_or(|previous| id.as_u128() > previous) {
             last = Some(id.as_u128());
         }
-        ids.push(id);
+        result.id = id;
     }
-    ids
 }
 
 /// The time since `start_ns` on the wall clock (zero if the clock stepped back).
@@ -959,15 +959,17 @@ fn looks_generated(id: Uuid, timestamp_ns: u64) -> bool {
     id.get_version_num() == 7 && (id.as_u128() >> 80) as u64 <= timestamp_ns / 1_000_000
 }
 
-fn assign_versions(index: &Index, drafts: &[EventDraft]) -> Result<Vec<u64>, StoreError> {
+/// The drafts' results with their aggregate versions (ids and positions come later).
+fn assign_versions(index: &Index, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError> {
     // Only a batch needs it; sized up front (growing it rehashed every key on the way).
     let capacity = if drafts.len() > 1 { drafts.len() } else { 0 };
     let mut in_batch: HashMap<&str, u64, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(capacity, Default::default());
-    let mut versions = Vec::with_capacity(drafts.len());
+    let mut results = Vec::with_capacity(drafts.len());
+    let result = |aggregate_version| Appended { id: Uuid::nil(), position: 0, aggregate_version };
     for draft in drafts {
         if draft.kind != EventKind::Domain {
-            versions.push(0);
+            results.push(result(0));
             continue;
         }
         let aggregate = draft.aggregate_id.as_str();
@@ -979,12 +981,12 @@ fn assign_versions(index: &Index, drafts: &[EventDraft]) -> Result<Vec<u64>, Sto
                 current,
             });
         }
-        versions.push(current + 1);
+        results.push(result(current + 1));
         if drafts.len() > 1 {
             in_batch.insert(aggregate, current + 1);
         }
     }
-    Ok(versions)
+    Ok(results)
 }
 
 /// The first position at or after `since_ns` (or `end`): timestamps never decrease along

@@ -288,8 +288,8 @@ impl Segment {
     /// take one page fault per 4 KiB on the append path. Returns false where the kernel does not
     /// support it (before Linux 5.14); it is only an optimization.
     pub fn populate(&self, end: usize) -> bool {
-        const PAGE: usize = 4096;
-        let start = self.populated.load(Ordering::Acquire) / PAGE * PAGE;
+        let page = page_size();
+        let start = self.populated.load(Ordering::Acquire) / page * page;
         let end = end.min(self.capacity);
         if end <= start {
             return true;
@@ -307,7 +307,7 @@ impl Segment {
     /// `written_through_map`: the bytes were written through the mapping (not with pwrite);
     /// their whole pages are then unmapped first, see below.
     pub fn sync_to(&self, end: usize, written_through_map: bool) -> Result<(), StoreError> {
-        const PAGE: usize = 4096;
+        let page = page_size();
         let start = self.synced.load(Ordering::Acquire);
         if end <= start {
             return Ok(());
@@ -318,7 +318,7 @@ impl Segment {
             // thousands per checkpoint. The whole pages below `end` are never written again, so
             // they are unmapped first, with one shootdown for the range; the page cache keeps
             // their (dirty) contents and a reader's next access maps them back.
-            let (from, to) = (start / PAGE * PAGE, end / PAGE * PAGE);
+            let (from, to) = (start / page * page, end / page * page);
             if written_through_map && from < to {
                 // SAFETY: a shared file mapping: MADV_DONTNEED drops page table entries only, and
                 // every later access sees the file's current bytes, the same bytes (nobody writes
@@ -354,6 +354,16 @@ impl Segment {
     fn display(&self) -> std::path::Display<'_> {
         self.path.as_deref().unwrap_or(Path::new("<memory>")).display()
     }
+}
+
+/// The system's page size (4 KiB on x86-64; 16 or 64 KiB on some ARM kernels), read once.
+fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: `sysconf` only reads a system constant.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(size).ok().filter(|size| size.is_power_of_two()).unwrap_or(4096)
+    })
 }
 
 #[cfg(test)]
