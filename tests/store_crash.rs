@@ -30,7 +30,8 @@ const DEFAULT_CYCLES: u64 = 50;
 const CYCLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A child left running (its parent gone) stops by itself after this long.
 const CHILD_LIFETIME: Duration = Duration::from_secs(120);
-/// The child writes an index checkpoint every this many appends, so kills also land in those.
+/// The child writes an index checkpoint (a delta or a full one) every this many appends, so kills
+/// also land in those.
 const CHECKPOINT_EVERY_APPENDS: u64 = 40;
 const AGGREGATES: u64 = 5;
 const ID_TAG: u128 = 0x6372_6173_6800_0000;
@@ -158,7 +159,13 @@ fn run_child(dir: &Path, run: u64) -> ! {
         say(&mut out, &line);
         k += size;
         if appends % CHECKPOINT_EVERY_APPENDS == 0 {
-            log.checkpoint().unwrap_or_else(|error| panic!("child run {run}: checkpoint: {error}"));
+            // Mostly index deltas, every fourth time a full checkpoint, so kills land in both.
+            let checkpoint = if appends % (4 * CHECKPOINT_EVERY_APPENDS) == 0 {
+                log.checkpoint()
+            } else {
+                log.checkpoint_incremental()
+            };
+            checkpoint.unwrap_or_else(|error| panic!("child run {run}: checkpoint: {error}"));
         }
     }
     unreachable!("batch_sizes never ends")

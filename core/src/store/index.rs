@@ -14,7 +14,8 @@
 //! files), then the rkyv archive of [`CheckpointData`]. It is written
 //! to a temporary name, fsynced and renamed, and only ever covers records already fsynced. On
 //! open it is validated (checksum, then rkyv's bytecheck) and then checked against the segments;
-//! anything off and the store rebuilds from the records instead.
+//! anything off and the store rebuilds from the records instead. The deltas written between
+//! full checkpoints are `delta.rs`'s.
 
 use std::collections::HashMap;
 use std::path::Path;

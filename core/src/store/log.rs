@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::cursor::{decode_at, decode_record, locate, Cursor, Source};
+use super::delta::{self, ArchivedDeltaData, DeltaBuilder, DeltaRecord, MAX_DELTAS};
 use super::index::{archived, ArchivedCheckpointData, CheckpointData, IdEntry, Index, SegmentState, CHECKPOINT_FILE};
 use super::metrics::Recorder;
 use super::record::{
@@ -74,6 +75,8 @@ struct Shared {
     snapshots: SnapshotStore,
     recorder: Recorder,
     events_since_checkpoint: AtomicU64,
+    /// What the checkpoint files on disk cover; held while one is written.
+    checkpointed: Mutex<Checkpointed>,
     /// A prepared segment file ready for the next roll, if the maintenance thread made one.
     spare: Mutex<Option<PathBuf>>,
     stop: Mutex<bool>,
@@ -81,6 +84,17 @@ struct Shared {
     prefault_wanted: Condvar,
     #[cfg(test)]
     fail_syncs: AtomicBool,
+    /// Set by `Log::crash` in tests: drop without the closing sync and checkpoint.
+    #[cfg(test)]
+    crashed: AtomicBool,
+}
+
+/// The index checkpoint files: the full one and the deltas after it cover `[0, end)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Checkpointed {
+    end: u64,
+    /// Deltas written since the full checkpoint (the next one is full at `MAX_DELTAS`).
+    deltas: usize,
 }
 
 struct State {
@@ -124,6 +138,8 @@ struct Recovered {
     segments: Vec<Arc<Segment>>,
     next_position: u64,
     last_timestamp_ns: u64,
+    /// What the checkpoint files it used cover.
+    checkpointed: Checkpointed,
 }
 
 enum RecoverError {
@@ -164,14 +180,37 @@ impl Log {
             }
             None => None,
         };
-        let recovered = match recover(&config, &segments_dir, &files, checkpoint) {
-            Ok(recovered) => recovered,
+        // The deltas continue a usable full checkpoint (or none: then they start at 0). After an
+        // unusable one, the next checkpoint is a full one.
+        let unusable = checkpoint.is_none() && dir.join(CHECKPOINT_FILE).exists();
+        let (chain, stopped) = match &checkpoint {
+            Some((data, _)) => delta::read_chain(&dir, data.next_position.to_native())?,
+            None if unusable => (Vec::new(), None),
+            None => delta::read_chain(&dir, 0)?,
+        };
+        if let Some(reason) = stopped {
+            eprintln!("herald: scanning the records after the last usable index delta: {reason}");
+        }
+        let deltas: Vec<&ArchivedDeltaData> =
+            chain.iter().filter_map(|bytes| delta::archived_delta(bytes).ok()).collect();
+        let (mut recovered, used) = match recover(&config, &segments_dir, &files, checkpoint, &deltas) {
+            Ok(recovered) => (recovered, deltas.len()),
             Err(RecoverError::CheckpointMismatch(reason)) => {
                 eprintln!("herald: rebuilding the index from the records: {reason}");
-                recover_without_checkpoint(&config, &segments_dir, &files)?
+                (recover_without_checkpoint(&config, &segments_dir, &files)?, 0)
             }
             Err(RecoverError::Store(error)) => return Err(error),
         };
+        if unusable {
+            recovered.checkpointed.deltas = MAX_DELTAS;
+        }
+        // Delta files the recovery did not use can never continue a chain again.
+        let used: Vec<u64> = deltas[..used].iter().map(|d| d.first_position.to_native()).collect();
+        for (first, path) in delta::delta_files(&dir)? {
+            if !used.contains(&first) {
+                std::fs::remove_file(&path).map_err(io_error(format!("remove {}", path.display())))?;
+            }
+        }
         let (snapshots, snapshot_count) = SnapshotStore::open(&dir)?;
         let log = Log::assemble(config, Some(dir), Some(lock), recovered, snapshots, snapshot_count);
         Ok(log)
@@ -183,8 +222,13 @@ impl Log {
         config.check()?;
         let config = StoreConfig { durability: Durability::Never, ..config };
         let segment = Arc::new(Segment::anonymous(0, config.segment_bytes)?);
-        let recovered =
-            Recovered { index: Index::default(), segments: vec![segment], next_position: 0, last_timestamp_ns: 0 };
+        let recovered = Recovered {
+            index: Index::default(),
+            segments: vec![segment],
+            next_position: 0,
+            last_timestamp_ns: 0,
+            checkpointed: Checkpointed::default(),
+        };
         Ok(Log::assemble(config, None, None, recovered, SnapshotStore::in_memory(), 0))
     }
 
@@ -196,7 +240,7 @@ impl Log {
         snapshots: SnapshotStore,
         snapshot_count: u64,
     ) -> Log {
-        let Recovered { index, segments, next_position, last_timestamp_ns } = recovered;
+        let Recovered { index, segments, next_position, last_timestamp_ns, checkpointed } = recovered;
         let active = Arc::clone(segments.last().unwrap_or_else(|| unreachable!("recovery yields a segment")));
         let recorder = Recorder::new();
         recorder.snapshots.store(snapshot_count, Ordering::Relaxed);
@@ -213,13 +257,16 @@ impl Log {
             failure: OnceLock::new(),
             snapshots,
             recorder,
-            events_since_checkpoint: AtomicU64::new(0),
+            events_since_checkpoint: AtomicU64::new(next_position - checkpointed.end),
+            checkpointed: Mutex::new(checkpointed),
             spare: Mutex::new(None),
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
             prefault_wanted: Condvar::new(),
             #[cfg(test)]
             fail_syncs: AtomicBool::new(false),
+            #[cfg(test)]
+            crashed: AtomicBool::new(false),
             config,
         });
         let spawn = |name: &str, work: fn(&Shared)| {
@@ -373,9 +420,16 @@ impl Log {
         Ok(report)
     }
 
-    /// Writes the index checkpoint now (after making what it covers durable).
+    /// Writes the full index checkpoint now (after making what it covers durable), replacing
+    /// any deltas.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.shared.checkpoint()
+    }
+
+    /// Writes what the periodic checkpoint writes: an index delta for the records since the last
+    /// checkpoint file, or a full checkpoint every few deltas (see `docs/storage.md`).
+    pub fn checkpoint_incremental(&self) -> Result<(), StoreError> {
+        self.shared.checkpoint_delta()
     }
 
     /// Syncs, checkpoints and closes, reporting what `drop` would only log.
@@ -400,6 +454,12 @@ impl Log {
         }
     }
 
+    /// Drops the log as a crash would leave it: no closing sync or checkpoint.
+    #[cfg(test)]
+    fn crash(self) {
+        self.shared.crashed.store(true, Ordering::SeqCst);
+    }
+
     #[cfg(test)]
     fn fail_next_syncs(&self) {
         self.shared.fail_syncs.store(true, Ordering::SeqCst);
@@ -409,6 +469,10 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         self.stop_threads();
+        #[cfg(test)]
+        if self.shared.crashed.load(Ordering::SeqCst) {
+            return;
+        }
         if let Err(error) = self.shared.close() {
             eprintln!("herald: closing the log: {error}");
         }
@@ -763,8 +827,11 @@ impl Shared {
         self.wait_durable(end)
     }
 
+    /// Writes the full checkpoint (capturing the index under the append lock), then removes the
+    /// deltas it makes redundant.
     fn checkpoint(&self) -> Result<(), StoreError> {
         let Some(dir) = &self.dir else { return Ok(()) };
+        let mut checkpointed = self.checkpointed.lock();
         let (data, ordered_ids) = {
             let state = self.state.lock();
             let segments = Arc::clone(&self.view.read());
@@ -783,7 +850,72 @@ impl Shared {
         // The checkpoint may only cover records already on disk.
         self.wait_durable(data.next_position)?;
         data.write(dir, ordered_ids)?;
-        self.events_since_checkpoint.store(0, Ordering::Relaxed);
+        delta::remove_deltas(dir)?;
+        *checkpointed = Checkpointed { end: data.next_position, deltas: 0 };
+        self.events_since_checkpoint
+            .store(self.appended.load(Ordering::Acquire) - data.next_position, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes a delta: what the records since the last checkpoint file add to the indexes, read
+    /// from the records (not the index), so appends go on meanwhile. A full checkpoint instead
+    /// every `MAX_DELTAS`, or when retention already removed records the delta would need.
+    fn checkpoint_delta(&self) -> Result<(), StoreError> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let mut checkpointed = self.checkpointed.lock();
+        if checkpointed.deltas >= MAX_DELTAS {
+            drop(checkpointed);
+            return self.checkpoint();
+        }
+        let end = self.appended.load(Ordering::Acquire);
+        // A checkpoint file may only cover records already on disk.
+        self.wait_durable(end)?;
+        let from = checkpointed.end;
+        if end <= from {
+            return Ok(());
+        }
+        let segments = Arc::clone(&self.view.read());
+        if segments.first().is_none_or(|first| first.first_position > from) {
+            drop(checkpointed);
+            return self.checkpoint();
+        }
+        let mut delta = DeltaBuilder::new(from);
+        for segment in segments.iter() {
+            // Copied, so appends (which push offsets) never wait for the decoding below.
+            let offsets: Vec<u32> = {
+                let offsets = segment.offsets.read();
+                let first = segment.first_position;
+                let at = |position: u64| (position.clamp(first, first + offsets.len() as u64) - first) as usize;
+                offsets[at(from)..at(end)].to_vec()
+            };
+            let start = from.max(segment.first_position);
+            let limit = segment.written.load(Ordering::Acquire);
+            for (position, &offset) in (start..).zip(&offsets) {
+                let view = decode_at(segment, offset as usize, limit, position)?;
+                delta.push(&DeltaRecord {
+                    id: view.id,
+                    generated: looks_generated(view.id, view.timestamp_ns),
+                    kind: view.kind,
+                    event_type: view.event_type,
+                    aggregate_id: view.aggregate_id,
+                    aggregate_version: view.aggregate_version,
+                    timestamp_ns: view.timestamp_ns,
+                    segment_first: segment.first_position,
+                    offset,
+                    end: (offset as usize + view.frame_len) as u64,
+                });
+            }
+        }
+        let data = delta.finish();
+        if data.next_position != end {
+            return Err(StoreError::Config(format!(
+                "index delta: read positions {from}..{} of {from}..{end}",
+                data.next_position
+            )));
+        }
+        data.write(dir)?;
+        *checkpointed = Checkpointed { end, deltas: checkpointed.deltas + 1 };
+        self.events_since_checkpoint.store(self.appended.load(Ordering::Acquire) - end, Ordering::Relaxed);
         Ok(())
     }
 
@@ -888,7 +1020,7 @@ impl Shared {
                 *view = Arc::new(segments);
             }
             if self.events_since_checkpoint.load(Ordering::Relaxed) >= self.config.checkpoint_every_events {
-                if let Err(error) = self.checkpoint() {
+                if let Err(error) = self.checkpoint_delta() {
                     eprintln!("herald: index checkpoint: {error}");
                 }
             }
@@ -1051,9 +1183,10 @@ fn list_segment_files(dir: &Path, segments_dir: &Path) -> Result<Vec<SegmentFile
         match name.as_str() {
             LOCK_FILE | SEGMENTS_DIR | CHECKPOINT_FILE | SNAPSHOT_FILE => {}
             _ if SIBLING_DIRS.contains(&name.as_str()) && path.is_dir() => {}
-            _ if name == format!("{CHECKPOINT_FILE}.tmp") => {
+            _ if name == format!("{CHECKPOINT_FILE}.tmp") || delta::is_unfinished_delta(&name) => {
                 std::fs::remove_file(&path).map_err(io_error(format!("remove {}", path.display())))?;
             }
+            _ if delta::parse_delta_file_name(&name).is_some() => {}
             _ => return Err(StoreError::ForeignFile { path, reason: "not a file Herald writes".into() }),
         }
     }
@@ -1077,27 +1210,52 @@ fn recover_without_checkpoint(
     segments_dir: &Path,
     files: &[SegmentFile],
 ) -> Result<Recovered, StoreError> {
-    match recover(config, segments_dir, files, None) {
-        Ok(recovered) => Ok(recovered),
+    match recover(config, segments_dir, files, None, &[]) {
+        // The checkpoint on disk is of no use: the next one is a full one.
+        Ok(recovered) => Ok(Recovered { checkpointed: Checkpointed { end: 0, deltas: MAX_DELTAS }, ..recovered }),
         Err(RecoverError::Store(error)) => Err(error),
         Err(RecoverError::CheckpointMismatch(reason)) => unreachable!("no checkpoint, yet a mismatch: {reason}"),
     }
 }
 
-/// Opens every segment, takes what the checkpoint covers, and scans the rest.
+/// Opens every segment, takes what the checkpoint and the deltas after it cover, and scans the
+/// rest.
 fn recover(
     config: &StoreConfig,
     segments_dir: &Path,
     files: &[SegmentFile],
     checkpoint: Option<(&ArchivedCheckpointData, u64)>,
+    deltas: &[&ArchivedDeltaData],
 ) -> Result<Recovered, RecoverError> {
     let mut index = checkpoint.map(|(data, ordered_ids)| Index::from_checkpoint(data, ordered_ids)).unwrap_or_default();
+    for delta in deltas {
+        delta.apply(&mut index);
+    }
     let checkpoint = checkpoint.map(|(data, _)| data);
-    let covered: HashMap<u64, usize> = checkpoint
-        .map(|c| c.segments.iter().enumerate().map(|(i, s)| (s.first_position.to_native(), i)).collect())
-        .unwrap_or_default();
+    let covered_end = match (deltas.last(), checkpoint) {
+        (Some(delta), _) => delta.next_position.to_native(),
+        (None, Some(checkpoint)) => checkpoint.next_position.to_native(),
+        (None, None) => 0,
+    };
+    let checkpointed = Checkpointed { end: covered_end, deltas: deltas.len() };
+    // Per segment, what the files say of it, the full checkpoint's part first.
+    let mut covered: HashMap<u64, SegmentState> = HashMap::new();
+    let states =
+        checkpoint.into_iter().flat_map(|c| c.segments.iter()).chain(deltas.iter().flat_map(|d| d.segments.iter()));
+    for state in states {
+        let first = state.first_position.to_native();
+        let entry = covered.entry(first).or_insert_with(|| SegmentState {
+            first_position: first,
+            written: 0,
+            last_timestamp_ns: 0,
+            offsets: Vec::new(),
+        });
+        entry.offsets.extend(state.offsets.iter().map(|o| o.to_native()));
+        entry.written = state.written.to_native();
+        entry.last_timestamp_ns = state.last_timestamp_ns.to_native();
+    }
     if files.is_empty() {
-        if checkpoint.is_some_and(|c| c.next_position.to_native() > 0) {
+        if covered_end > 0 {
             return Err(StoreError::Corruption {
                 file: segments_dir.to_path_buf(),
                 offset: 0,
@@ -1108,7 +1266,13 @@ fn recover(
         }
         let zero_fill = config.durability == Durability::Always;
         let segment = Segment::create(segments_dir, 0, config.segment_bytes, None, zero_fill)?;
-        return Ok(Recovered { index, segments: vec![Arc::new(segment)], next_position: 0, last_timestamp_ns: 0 });
+        return Ok(Recovered {
+            index,
+            segments: vec![Arc::new(segment)],
+            next_position: 0,
+            last_timestamp_ns: 0,
+            checkpointed,
+        });
     }
     let mut segments = Vec::with_capacity(files.len());
     let mut next_position = files[0].first;
@@ -1126,10 +1290,9 @@ fn recover(
         }
         let segment = Segment::open(path, *first, is_last, *length)?;
         let mut scan_from = SEGMENT_HEADER_BYTES;
-        if let Some(&at) = covered.get(first) {
-            let state = &checkpoint.unwrap_or_else(|| unreachable!()).segments[at];
-            let offsets: Vec<u32> = state.offsets.iter().map(|o| o.to_native()).collect();
-            let written = state.written.to_native() as usize;
+        if let Some(state) = covered.remove(first) {
+            let SegmentState { offsets, written, last_timestamp_ns: last_ns, .. } = state;
+            let written = written as usize;
             if let Some(&last) = offsets.last() {
                 let position = first + offsets.len() as u64 - 1;
                 let valid = written <= segment.capacity()
@@ -1144,12 +1307,12 @@ fn recover(
             }
             segment.written.store(written, Ordering::Relaxed);
             segment.synced.store(written, Ordering::Relaxed);
-            segment.last_timestamp_ns.store(state.last_timestamp_ns.to_native(), Ordering::Relaxed);
-            last_timestamp_ns = state.last_timestamp_ns.to_native();
+            segment.last_timestamp_ns.store(last_ns, Ordering::Relaxed);
+            last_timestamp_ns = last_ns;
             next_position = first + offsets.len() as u64;
             *segment.offsets.write() = offsets;
             scan_from = written;
-        } else if checkpoint.is_some_and(|c| *first < c.next_position.to_native()) {
+        } else if *first < covered_end {
             return Err(RecoverError::CheckpointMismatch(format!("{} is missing from the checkpoint", path.display())));
         }
         let scanned = scan(&segment, scan_from, next_position, is_last, &mut index)?;
@@ -1159,14 +1322,10 @@ fn recover(
         next_position += scanned.count;
         segments.push(Arc::new(segment));
     }
-    if let Some(checkpoint) = checkpoint {
-        if checkpoint.next_position.to_native() > next_position {
-            return Err(RecoverError::CheckpointMismatch(
-                "the checkpoint covers more events than the log holds".into(),
-            ));
-        }
+    if covered_end > next_position {
+        return Err(RecoverError::CheckpointMismatch("the checkpoint covers more events than the log holds".into()));
     }
-    Ok(Recovered { index, segments, next_position, last_timestamp_ns })
+    Ok(Recovered { index, segments, next_position, last_timestamp_ns, checkpointed })
 }
 
 struct Scanned {
@@ -1402,6 +1561,89 @@ mod tests {
         })
         .unwrap();
         events
+    }
+
+    /// Appends `range` (aggregates a0..a2 in turn), returning where they landed.
+    fn append_range(log: &Log, range: std::ops::Range<u32>) -> Vec<Appended> {
+        range.flat_map(|n| log.append_one(&draft(&format!("a{}", n % 3), n)).unwrap().events().to_vec()).collect()
+    }
+
+    fn assert_holds(log: &Log, written: &[Appended]) {
+        let events = all(log, &ReadQuery::default());
+        assert_eq!(events.len(), written.len());
+        for (event, appended) in events.iter().zip(written) {
+            assert_eq!(
+                (event.id, event.position, event.aggregate_version),
+                (appended.id, appended.position, appended.aggregate_version)
+            );
+        }
+        for aggregate in ["a0", "a1", "a2"] {
+            let versions: Vec<u64> = stream(log, aggregate, 1).iter().map(|e| e.aggregate_version).collect();
+            assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>(), "{aggregate}");
+            assert_eq!(log.stream_version(aggregate), versions.len() as u64);
+        }
+    }
+
+    #[test]
+    fn deltas_rebuild_the_index_after_a_crash_and_a_full_checkpoint_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), small()).unwrap();
+        let mut written = append_range(&log, 0..100);
+        log.checkpoint().unwrap();
+        written.extend(append_range(&log, 100..200));
+        log.shared.checkpoint_delta().unwrap();
+        written.extend(append_range(&log, 200..300));
+        log.shared.checkpoint_delta().unwrap();
+        written.extend(append_range(&log, 300..330)); // a tail no file covers
+        assert_eq!(
+            delta::delta_files(dir.path()).unwrap().iter().map(|(first, _)| *first).collect::<Vec<_>>(),
+            [100, 200]
+        );
+        log.crash();
+
+        let log = Log::open(dir.path(), small()).unwrap();
+        assert_eq!(*log.shared.checkpointed.lock(), Checkpointed { end: 300, deltas: 2 }, "both deltas were used");
+        assert_holds(&log, &written);
+        // Ids from a delta are remembered: a retry is idempotent.
+        let retry = draft(&format!("a{}", 150 % 3), 150).with_id(written[150].id);
+        assert_eq!(log.append_one(&retry).unwrap(), AppendOutcome::AlreadyAppended(vec![written[150]]));
+        written.extend(append_range(&log, 330..340));
+        assert_eq!(written.last().map(|a| a.position), Some(339));
+        log.close().unwrap();
+        assert!(delta::delta_files(dir.path()).unwrap().is_empty(), "the closing full checkpoint covers them");
+
+        let log = Log::open(dir.path(), small()).unwrap();
+        assert_eq!(*log.shared.checkpointed.lock(), Checkpointed { end: 340, deltas: 0 });
+        assert_holds(&log, &written);
+    }
+
+    #[test]
+    fn a_damaged_delta_ends_the_chain_and_the_records_fill_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), small()).unwrap();
+        let mut written = append_range(&log, 0..100);
+        log.shared.checkpoint_delta().unwrap(); // no full checkpoint yet: the chain starts at 0
+        written.extend(append_range(&log, 100..200));
+        log.shared.checkpoint_delta().unwrap();
+        written.extend(append_range(&log, 200..250));
+        log.crash();
+        let second = dir.path().join(delta::delta_file_name(100));
+        let mut bytes = std::fs::read(&second).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        std::fs::write(&second, bytes).unwrap();
+
+        let log = Log::open(dir.path(), small()).unwrap();
+        assert_eq!(*log.shared.checkpointed.lock(), Checkpointed { end: 100, deltas: 1 });
+        assert_holds(&log, &written);
+        assert!(!second.exists(), "a delta that can no longer continue a chain is removed");
+        // The next delta continues the chain from where it ends.
+        log.shared.checkpoint_delta().unwrap();
+        assert_eq!(*log.shared.checkpointed.lock(), Checkpointed { end: 250, deltas: 2 });
+        log.crash();
+        let log = Log::open(dir.path(), small()).unwrap();
+        assert_eq!(*log.shared.checkpointed.lock(), Checkpointed { end: 250, deltas: 2 });
+        assert_holds(&log, &written);
     }
 
     #[test]

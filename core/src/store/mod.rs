@@ -20,6 +20,7 @@
 
 mod config;
 mod cursor;
+mod delta;
 mod error;
 mod index;
 mod log;
