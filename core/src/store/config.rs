@@ -40,7 +40,8 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// What old data to delete.
     pub retention: Retention,
-    /// Write the index checkpoint after this many events since the last one (and on close).
+    /// Write an index checkpoint file (a delta; every 16th a full one, as on close) after this
+    /// many events since the last one.
     pub checkpoint_every_events: u64,
 }
 

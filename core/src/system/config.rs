@@ -234,7 +234,8 @@ pub struct StoreSection {
     pub fsync_interval_ms: u64,
     /// Size of each segment file, header included; a multiple of 4096.
     pub segment_bytes: u64,
-    /// Write the index checkpoint after this many events (it shortens recovery).
+    /// Write an index checkpoint file (a delta, or every 16th a full one) after this many events
+    /// (it shortens recovery).
     pub checkpoint_every_events: u64,
     /// Which whole old segments to delete.
     pub retention: RetentionSection,
