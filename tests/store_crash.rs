@@ -159,8 +159,10 @@ fn run_child(dir: &Path, run: u64) -> ! {
         say(&mut out, &line);
         k += size;
         if appends % CHECKPOINT_EVERY_APPENDS == 0 {
-            // Mostly index deltas, every fourth time a full checkpoint, so kills land in both.
-            let checkpoint = if appends % (4 * CHECKPOINT_EVERY_APPENDS) == 0 {
+            // Mostly index deltas (every 16 of them the log merges its files into a full
+            // checkpoint; the chain goes on across children), now and then a full checkpoint from
+            // the index, so kills land in all three.
+            let checkpoint = if appends % (20 * CHECKPOINT_EVERY_APPENDS) == 0 {
                 log.checkpoint()
             } else {
                 log.checkpoint_incremental()

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use super::index::{Index, SegmentState};
+use super::index::{ArchivedCheckpointData, Index, SegmentState};
 use super::record::{read_u32, read_u64};
 use super::segment::{io_error, sync_dir};
 use super::StoreError;
@@ -184,6 +184,30 @@ impl ArchivedDeltaData {
             && self.rows.iter().all(|r| (r.event_type.to_native() as usize) < names)
             && self.rows.iter().all(|r| (r.aggregate_id.to_native() as usize) < names)
     }
+}
+
+/// Per segment (by first position), what a full checkpoint and the deltas after it say of it:
+/// the offsets in order, and the written end and last timestamp of the last file naming it.
+pub(crate) fn merged_segments(
+    checkpoint: Option<&ArchivedCheckpointData>,
+    deltas: &[&ArchivedDeltaData],
+) -> Vec<SegmentState> {
+    let mut merged: Vec<SegmentState> = Vec::new();
+    let states =
+        checkpoint.into_iter().flat_map(|c| c.segments.iter()).chain(deltas.iter().flat_map(|d| d.segments.iter()));
+    for state in states {
+        let first = state.first_position.to_native();
+        // Files list segments in position order, so a segment continues the last one or is new
+        // (anything else yields offsets that recovery's check of each segment rejects).
+        if merged.last().is_none_or(|last| last.first_position != first) {
+            merged.push(SegmentState { first_position: first, written: 0, last_timestamp_ns: 0, offsets: Vec::new() });
+        }
+        let Some(entry) = merged.last_mut() else { continue };
+        entry.offsets.extend(state.offsets.iter().map(|o| o.to_native()));
+        entry.written = state.written.to_native();
+        entry.last_timestamp_ns = state.last_timestamp_ns.to_native();
+    }
+    merged
 }
 
 /// `index.<first position, 20 digits>.delta`.

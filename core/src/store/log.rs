@@ -857,13 +857,51 @@ impl Shared {
         Ok(())
     }
 
+    /// Replaces the full checkpoint and the deltas after it with one full checkpoint, built from
+    /// those files alone (no lock: appends go on). False when the files on disk are not the
+    /// chain `checkpointed` describes (the caller then writes a full checkpoint from the index).
+    fn merge_checkpoint_files(&self, checkpointed: &mut Checkpointed) -> Result<bool, StoreError> {
+        let Some(dir) = &self.dir else { return Ok(false) };
+        let Ok(base) = CheckpointData::read(dir) else { return Ok(false) };
+        let base = match &base {
+            Some((bytes, ordered_ids)) => match archived(bytes) {
+                Ok(data) => Some((data, *ordered_ids)),
+                Err(_) => return Ok(false),
+            },
+            None => None,
+        };
+        let base_end = base.map_or(0, |(data, _)| data.next_position.to_native());
+        let (chain, _) = delta::read_chain(dir, base_end)?;
+        let deltas: Vec<&ArchivedDeltaData> =
+            chain.iter().filter_map(|bytes| delta::archived_delta(bytes).ok()).collect();
+        let end = deltas.last().map_or(base_end, |d| d.next_position.to_native());
+        if end != checkpointed.end || deltas.len() != checkpointed.deltas {
+            return Ok(false);
+        }
+        let mut index = base.map(|(data, ordered_ids)| Index::from_checkpoint(data, ordered_ids)).unwrap_or_default();
+        for delta in &deltas {
+            delta.apply(&mut index);
+        }
+        let segments = delta::merged_segments(base.map(|(data, _)| data), &deltas);
+        let last_timestamp_ns =
+            segments.iter().rev().find(|s| !s.offsets.is_empty()).map_or(0, |s| s.last_timestamp_ns);
+        let ordered_ids = index.ids.ordered_len() as u64;
+        let data = CheckpointData::capture(&index, end, last_timestamp_ns, segments);
+        drop(index);
+        data.write(dir, ordered_ids)?;
+        delta::remove_deltas(dir)?;
+        *checkpointed = Checkpointed { end, deltas: 0 };
+        Ok(true)
+    }
+
     /// Writes a delta: what the records since the last checkpoint file add to the indexes, read
-    /// from the records (not the index), so appends go on meanwhile. A full checkpoint instead
-    /// every `MAX_DELTAS`, or when retention already removed records the delta would need.
+    /// from the records (not the index), so appends go on meanwhile. Every `MAX_DELTAS` deltas
+    /// the files are first merged into a full checkpoint; a full checkpoint from the index
+    /// instead when retention already removed records the delta would need.
     fn checkpoint_delta(&self) -> Result<(), StoreError> {
         let Some(dir) = &self.dir else { return Ok(()) };
         let mut checkpointed = self.checkpointed.lock();
-        if checkpointed.deltas >= MAX_DELTAS {
+        if checkpointed.deltas >= MAX_DELTAS && !self.merge_checkpoint_files(&mut checkpointed)? {
             drop(checkpointed);
             return self.checkpoint();
         }
@@ -1238,22 +1276,8 @@ fn recover(
         (None, None) => 0,
     };
     let checkpointed = Checkpointed { end: covered_end, deltas: deltas.len() };
-    // Per segment, what the files say of it, the full checkpoint's part first.
-    let mut covered: HashMap<u64, SegmentState> = HashMap::new();
-    let states =
-        checkpoint.into_iter().flat_map(|c| c.segments.iter()).chain(deltas.iter().flat_map(|d| d.segments.iter()));
-    for state in states {
-        let first = state.first_position.to_native();
-        let entry = covered.entry(first).or_insert_with(|| SegmentState {
-            first_position: first,
-            written: 0,
-            last_timestamp_ns: 0,
-            offsets: Vec::new(),
-        });
-        entry.offsets.extend(state.offsets.iter().map(|o| o.to_native()));
-        entry.written = state.written.to_native();
-        entry.last_timestamp_ns = state.last_timestamp_ns.to_native();
-    }
+    let mut covered: HashMap<u64, SegmentState> =
+        delta::merged_segments(checkpoint, deltas).into_iter().map(|s| (s.first_position, s)).collect();
     if files.is_empty() {
         if covered_end > 0 {
             return Err(StoreError::Corruption {
@@ -1615,6 +1639,32 @@ mod tests {
         let log = Log::open(dir.path(), small()).unwrap();
         assert_eq!(*log.shared.checkpointed.lock(), Checkpointed { end: 340, deltas: 0 });
         assert_holds(&log, &written);
+    }
+
+    #[test]
+    fn every_max_deltas_the_files_merge_into_a_full_checkpoint_without_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), small()).unwrap();
+        let mut written = Vec::new();
+        for round in 0..(MAX_DELTAS as u32 + 3) {
+            written.extend(append_range(&log, round * 10..round * 10 + 10));
+            log.shared.checkpoint_delta().unwrap();
+        }
+        // Deltas 1..=16, then a merge of those into index.ckpt, then deltas again.
+        let end = written.len() as u64;
+        assert_eq!(*log.shared.checkpointed.lock(), Checkpointed { end, deltas: 3 });
+        assert!(dir.path().join(CHECKPOINT_FILE).exists());
+        assert_eq!(delta::delta_files(dir.path()).unwrap().len(), 3);
+        log.crash();
+        let log = Log::open(dir.path(), small()).unwrap();
+        assert_eq!(
+            *log.shared.checkpointed.lock(),
+            Checkpointed { end, deltas: 3 },
+            "the merged checkpoint and 3 deltas"
+        );
+        assert_holds(&log, &written);
+        let retry = draft(&format!("a{}", 5 % 3), 5).with_id(written[5].id);
+        assert_eq!(log.append_one(&retry).unwrap(), AppendOutcome::AlreadyAppended(vec![written[5]]));
     }
 
     #[test]
