@@ -422,8 +422,13 @@ fn acknowledged_events_survive_sigkill() {
         // One cycle in ten kills the child while it opens (recovers) the log.
         let target = if rng.below(10) == 0 { 0 } else { 1 + rng.below(300) as usize };
         if rng.below(8) == 0 {
-            // Sometimes the child must recover without any checkpoint.
-            let _ = std::fs::remove_file(data.path().join("index.ckpt"));
+            // Sometimes the child must recover without any checkpoint file.
+            for entry in std::fs::read_dir(data.path()).expect("the data directory").flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name == "index.ckpt" || name.ends_with(".delta") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
         }
         let acks = run_and_kill(&exe, data.path(), scratch.path(), cycle, target);
         model.acked.extend(acks);

@@ -7,8 +7,9 @@
 //! the whole index, and appends never wait for it. On open, the full checkpoint and then the
 //! deltas that continue it without a gap rebuild the index; only the records after the last one
 //! are scanned. A delta that is damaged, or does not continue the chain, ends the chain there
-//! (what it covered is scanned instead). The next full checkpoint (every [`MAX_DELTAS`] deltas,
-//! and at close) removes them.
+//! (what it covered is scanned instead). Every [`MAX_DELTAS`] deltas the files are merged into a
+//! new full checkpoint, which removes them, as does a full checkpoint from the index (`close`
+//! writes one when anything changed since the last file).
 //!
 //! File: magic `HERALDDX`, format u32, crc32c u32 of the payload, payload length u64, 8 zero
 //! bytes, then the rkyv archive of [`DeltaData`]. Written like the full checkpoint: temporary

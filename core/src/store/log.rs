@@ -193,13 +193,22 @@ impl Log {
         }
         let deltas: Vec<&ArchivedDeltaData> =
             chain.iter().filter_map(|bytes| delta::archived_delta(bytes).ok()).collect();
-        let (mut recovered, used) = match recover(&config, &segments_dir, &files, checkpoint, &deltas) {
-            Ok(recovered) => (recovered, deltas.len()),
-            Err(RecoverError::CheckpointMismatch(reason)) => {
-                eprintln!("herald: rebuilding the index from the records: {reason}");
-                (recover_without_checkpoint(&config, &segments_dir, &files)?, 0)
+        // A chain the segments disagree with is shortened, delta by delta, before the full
+        // checkpoint itself is given up (with retention on, it alone remembers deleted events).
+        let mut used = deltas.len();
+        let (mut recovered, used) = loop {
+            match recover(&config, &segments_dir, &files, checkpoint, &deltas[..used]) {
+                Ok(recovered) => break (recovered, used),
+                Err(RecoverError::CheckpointMismatch(reason)) if used > 0 => {
+                    eprintln!("herald: not using index delta {used} of {}: {reason}", deltas.len());
+                    used -= 1;
+                }
+                Err(RecoverError::CheckpointMismatch(reason)) => {
+                    eprintln!("herald: rebuilding the index from the records: {reason}");
+                    break (recover_without_checkpoint(&config, &segments_dir, &files)?, 0);
+                }
+                Err(RecoverError::Store(error)) => return Err(error),
             }
-            Err(RecoverError::Store(error)) => return Err(error),
         };
         if unusable {
             recovered.checkpointed.deltas = MAX_DELTAS;
@@ -850,8 +859,9 @@ impl Shared {
         // The checkpoint may only cover records already on disk.
         self.wait_durable(data.next_position)?;
         data.write(dir, ordered_ids)?;
-        delta::remove_deltas(dir)?;
+        // What the files cover from now on, even if removing the deltas fails below.
         *checkpointed = Checkpointed { end: data.next_position, deltas: 0 };
+        delta::remove_deltas(dir)?;
         self.events_since_checkpoint
             .store(self.appended.load(Ordering::Acquire) - data.next_position, Ordering::Relaxed);
         Ok(())
@@ -882,15 +892,18 @@ impl Shared {
         for delta in &deltas {
             delta.apply(&mut index);
         }
-        let segments = delta::merged_segments(base.map(|(data, _)| data), &deltas);
+        // Segments retention deleted since are left out, as a capture from the index leaves them.
+        let first_retained = self.view.read().first().map_or(0, |s| s.first_position);
+        let mut segments = delta::merged_segments(base.map(|(data, _)| data), &deltas);
+        segments.retain(|s| s.first_position >= first_retained);
         let last_timestamp_ns =
             segments.iter().rev().find(|s| !s.offsets.is_empty()).map_or(0, |s| s.last_timestamp_ns);
         let ordered_ids = index.ids.ordered_len() as u64;
         let data = CheckpointData::capture(&index, end, last_timestamp_ns, segments);
         drop(index);
         data.write(dir, ordered_ids)?;
-        delta::remove_deltas(dir)?;
         *checkpointed = Checkpointed { end, deltas: 0 };
+        delta::remove_deltas(dir)?;
         Ok(true)
     }
 
@@ -1665,6 +1678,41 @@ mod tests {
         assert_holds(&log, &written);
         let retry = draft(&format!("a{}", 5 % 3), 5).with_id(written[5].id);
         assert_eq!(log.append_one(&retry).unwrap(), AppendOutcome::AlreadyAppended(vec![written[5]]));
+    }
+
+    #[test]
+    fn a_delta_the_segments_disagree_with_is_dropped_not_the_whole_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), small()).unwrap();
+        let mut written = append_range(&log, 0..100);
+        log.checkpoint().unwrap();
+        written.extend(append_range(&log, 100..200));
+        log.shared.checkpoint_delta().unwrap();
+        written.extend(append_range(&log, 200..300));
+        log.crash();
+        // A well-formed delta (checksum and rows fine) whose offsets point at the wrong records.
+        let mut bogus = DeltaBuilder::new(200);
+        for n in 200..300u64 {
+            let record = DeltaRecord {
+                id: Uuid::now_v7(),
+                generated: true,
+                kind: EventKind::Domain,
+                event_type: "TaskUpdated",
+                aggregate_id: "a0",
+                aggregate_version: n,
+                timestamp_ns: n,
+                segment_first: 0,
+                offset: SEGMENT_HEADER_BYTES as u32,
+                end: SEGMENT_HEADER_BYTES as u64 + 64,
+            };
+            bogus.push(&record);
+        }
+        bogus.finish().write(dir.path()).unwrap();
+
+        let log = Log::open(dir.path(), small()).unwrap();
+        assert_eq!(*log.shared.checkpointed.lock(), Checkpointed { end: 200, deltas: 1 });
+        assert_holds(&log, &written);
+        assert!(!dir.path().join(delta::delta_file_name(200)).exists());
     }
 
     #[test]
