@@ -21,18 +21,15 @@ use std::path::{Path, PathBuf};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use super::index::{ArchivedCheckpointData, Index, SegmentState};
-use super::record::{read_u32, read_u64};
-use super::segment::{io_error, sync_dir};
+use super::index::{ArchivedCheckpointData, CheckedFile, Index, SegmentState};
+use super::segment::io_error;
 use super::StoreError;
 use crate::event::{EventKind, Uuid};
 
 /// Deltas written before the next checkpoint is a full one.
 pub(crate) const MAX_DELTAS: usize = 16;
 
-const DELTA_MAGIC: &[u8; 8] = b"HERALDDX";
-const DELTA_FORMAT: u32 = 1;
-const DELTA_HEADER_BYTES: usize = 32;
+const DELTA: CheckedFile = CheckedFile { magic: b"HERALDDX", format: 1, what: "index delta" };
 const DELTA_PREFIX: &str = "index.";
 const DELTA_SUFFIX: &str = ".delta";
 
@@ -136,23 +133,7 @@ impl DeltaData {
     pub fn write(&self, dir: &Path) -> Result<(), StoreError> {
         let payload = rkyv::to_bytes::<rancor::Error>(self)
             .map_err(|error| StoreError::Config(format!("cannot encode an index delta: {error}")))?;
-        let mut header = [0u8; DELTA_HEADER_BYTES];
-        header[0..8].copy_from_slice(DELTA_MAGIC);
-        header[8..12].copy_from_slice(&DELTA_FORMAT.to_le_bytes());
-        header[12..16].copy_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        header[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-        let path = dir.join(delta_file_name(self.first_position));
-        let temporary = path.with_extension("delta.tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(&header)?;
-            file.write_all(&payload)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &path)
-        };
-        write().map_err(io_error(format!("write index delta {}", path.display())))?;
-        sync_dir(dir)
+        DELTA.write(dir, &dir.join(delta_file_name(self.first_position)), 0, &payload)
     }
 }
 
@@ -274,17 +255,7 @@ pub(crate) fn read_chain(dir: &Path, from: u64) -> Result<(Vec<AlignedVec>, Opti
 }
 
 fn read_delta(path: &Path) -> Result<AlignedVec, String> {
-    let bytes = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
-    if bytes.len() < DELTA_HEADER_BYTES || &bytes[0..8] != DELTA_MAGIC || read_u32(&bytes, 8) != DELTA_FORMAT {
-        return Err(format!("{}: not a Herald index delta", path.display()));
-    }
-    let length = read_u64(&bytes, 16) as usize;
-    let payload = &bytes[DELTA_HEADER_BYTES..];
-    if payload.len() != length || crc32c::crc32c(payload) != read_u32(&bytes, 12) {
-        return Err(format!("{}: checksum or length mismatch", path.display()));
-    }
-    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
-    aligned.extend_from_slice(payload);
+    let (aligned, _) = DELTA.read(path)?.ok_or_else(|| format!("{}: gone", path.display()))?;
     match archived_delta(&aligned) {
         Ok(delta) if delta.consistent() => Ok(aligned),
         Ok(_) => Err(format!("{}: rows and positions disagree", path.display())),

@@ -234,9 +234,6 @@ pub(crate) struct CheckpointData {
     pub types: Vec<NamedPositions>,
 }
 
-const CHECKPOINT_MAGIC: &[u8; 8] = b"HERALDIX";
-const CHECKPOINT_FORMAT: u32 = 1;
-const CHECKPOINT_HEADER_BYTES: usize = 32;
 pub(crate) const CHECKPOINT_FILE: &str = "index.ckpt";
 
 impl CheckpointData {
@@ -286,24 +283,7 @@ impl CheckpointData {
     pub fn write(&self, dir: &Path, ordered_ids: u64) -> Result<(), StoreError> {
         let payload = rkyv::to_bytes::<rancor::Error>(self)
             .map_err(|error| StoreError::Config(format!("cannot encode the index checkpoint: {error}")))?;
-        let mut header = [0u8; CHECKPOINT_HEADER_BYTES];
-        header[0..8].copy_from_slice(CHECKPOINT_MAGIC);
-        header[8..12].copy_from_slice(&CHECKPOINT_FORMAT.to_le_bytes());
-        header[12..16].copy_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        header[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-        header[24..32].copy_from_slice(&ordered_ids.to_le_bytes());
-        let temporary = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-        let path = dir.join(CHECKPOINT_FILE);
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(&header)?;
-            file.write_all(&payload)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &path)
-        };
-        write().map_err(io_error(format!("write checkpoint {}", path.display())))?;
-        sync_dir(dir)
+        CHECKPOINT.write(dir, &dir.join(CHECKPOINT_FILE), ordered_ids, &payload)
     }
 
     /// Reads and validates the checkpoint; `Ok(None)` when there is none or it is unusable (the
@@ -311,28 +291,71 @@ impl CheckpointData {
     /// Returns the archive and the number of leading generated ids (see [`CheckpointData::write`]).
     pub fn read(dir: &Path) -> Result<Option<(AlignedVec, u64)>, String> {
         let path = dir.join(CHECKPOINT_FILE);
-        let bytes = match std::fs::read(&path) {
+        let Some((aligned, ordered_ids)) = CHECKPOINT.read(&path)? else { return Ok(None) };
+        let data = rkyv::access::<ArchivedCheckpointData, rancor::Error>(&aligned)
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        let ordered_ids = ordered_ids.min(data.ids.len() as u64);
+        Ok(Some((aligned, ordered_ids)))
+    }
+}
+
+/// The framing of the index's files (`index.ckpt`, and the deltas of `delta.rs`): magic, format
+/// u32, crc32c u32 of the payload, payload length u64, one u64 of the kind's own, the payload.
+pub(crate) struct CheckedFile {
+    pub magic: &'static [u8; 8],
+    pub format: u32,
+    /// What the file is, for messages.
+    pub what: &'static str,
+}
+
+const CHECKPOINT: CheckedFile = CheckedFile { magic: b"HERALDIX", format: 1, what: "index checkpoint" };
+const CHECKED_HEADER_BYTES: usize = 32;
+
+impl CheckedFile {
+    /// Writes the file durably: a temporary name (`<path>.tmp`), fsync, rename, directory fsync.
+    pub fn write(&self, dir: &Path, path: &Path, extra: u64, payload: &[u8]) -> Result<(), StoreError> {
+        let mut header = [0u8; CHECKED_HEADER_BYTES];
+        header[0..8].copy_from_slice(self.magic);
+        header[8..12].copy_from_slice(&self.format.to_le_bytes());
+        header[12..16].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        header[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        header[24..32].copy_from_slice(&extra.to_le_bytes());
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(".tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(&header)?;
+            file.write_all(payload)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, path)
+        };
+        write().map_err(io_error(format!("write {} {}", self.what, path.display())))?;
+        sync_dir(dir)
+    }
+
+    /// The payload (aligned for rkyv) and the extra u64, checked against the header;
+    /// `Ok(None)` when there is no such file.
+    pub fn read(&self, path: &Path) -> Result<Option<(AlignedVec, u64)>, String> {
+        let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(format!("{}: {error}", path.display())),
         };
-        if bytes.len() < CHECKPOINT_HEADER_BYTES || &bytes[0..8] != CHECKPOINT_MAGIC {
-            return Err(format!("{}: not a Herald index checkpoint", path.display()));
+        if bytes.len() < CHECKED_HEADER_BYTES || &bytes[0..8] != self.magic {
+            return Err(format!("{}: not a Herald {}", path.display(), self.what));
         }
-        if read_u32(&bytes, 8) != CHECKPOINT_FORMAT {
-            return Err(format!("{}: unknown checkpoint format", path.display()));
+        if read_u32(&bytes, 8) != self.format {
+            return Err(format!("{}: unknown {} format", path.display(), self.what));
         }
         let length = read_u64(&bytes, 16) as usize;
-        let payload = &bytes[CHECKPOINT_HEADER_BYTES..];
+        let payload = &bytes[CHECKED_HEADER_BYTES..];
         if payload.len() != length || crc32c::crc32c(payload) != read_u32(&bytes, 12) {
             return Err(format!("{}: checksum or length mismatch", path.display()));
         }
         let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
         aligned.extend_from_slice(payload);
-        let data = rkyv::access::<ArchivedCheckpointData, rancor::Error>(&aligned)
-            .map_err(|error| format!("{}: {error}", path.display()))?;
-        let ordered_ids = read_u64(&bytes, 24).min(data.ids.len() as u64);
-        Ok(Some((aligned, ordered_ids)))
+        Ok(Some((aligned, read_u64(&bytes, 24))))
     }
 }
 
