@@ -630,11 +630,24 @@ fn snapshot(group: &mut BenchmarkGroup<'_, WallTime>, workload: &Workload) {
     });
 }
 
+/// One draft's validation, the first step of every append: Herald's check (names, limits, the
+/// payload's JSON syntax) against serde_json's check of the payload alone, which it replaced.
+fn validate(group: &mut BenchmarkGroup<'_, WallTime>, workload: &Workload) {
+    group.sampling_mode(SamplingMode::Auto);
+    group.throughput(Throughput::Elements(1));
+    let draft = workload.draft(0);
+    group.bench_function(BenchmarkId::new("validate", "herald"), |b| b.iter(|| black_box(draft).validate().is_ok()));
+    group.bench_function(BenchmarkId::new("validate", "serde_json"), |b| {
+        b.iter(|| serde_json::from_slice::<&serde_json::value::RawValue>(black_box(&workload.payload)).is_ok())
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn store(c: &mut Criterion) {
     let workload = Workload::new();
     let mut group = c.benchmark_group("store");
+    validate(&mut group, &workload);
     append_nofsync(&mut group, &workload);
     append_fsync(&mut group, &workload, "append_fsync_1w", 1);
     append_fsync(&mut group, &workload, "append_fsync_8w", WRITERS);

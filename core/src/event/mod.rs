@@ -8,6 +8,7 @@
 
 mod id;
 pub(crate) mod json;
+mod json_check;
 pub mod time;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ pub use uuid::Uuid;
 
 pub use id::new_event_id;
 pub use json::{DraftJson, EventJson};
+pub(crate) use json_check::{check_json, NotJson};
 
 /// Bytes allowed in `type` (1..=256) and in `aggregate_id` (1..=256, domain events).
 pub const MAX_NAME_BYTES: usize = 256;
@@ -225,10 +227,8 @@ impl EventDraft {
     /// Checks every limit of the spec; `Ok` means the draft can be stored as it is.
     pub fn validate(&self) -> Result<(), ValidationError> {
         self.validate_fields()?;
-        if !self.checked.covers(&self.data)
-            && serde_json::from_slice::<&serde_json::value::RawValue>(&self.data).is_err()
-        {
-            return Err(ValidationError::new("data", "must be one JSON value in UTF-8"));
+        if !self.checked.covers(&self.data) {
+            check_json(&self.data).map_err(data_not_json)?;
         }
         Ok(())
     }
@@ -271,6 +271,12 @@ impl EventDraft {
         }
         Ok(())
     }
+}
+
+/// The error for a `data` that is not one JSON value.
+#[cold]
+pub(crate) fn data_not_json(error: NotJson) -> ValidationError {
+    ValidationError::new("data", format!("must be one JSON value in UTF-8 (invalid at byte {})", error.offset))
 }
 
 fn check_name(field: &str, value: &str) -> Result<(), ValidationError> {

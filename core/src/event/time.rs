@@ -8,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Nanoseconds since the unix epoch, now. A clock before 1970 reads as 0.
 pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(0)
+    // Seconds and nanoseconds in u64 (no u128 `as_nanos`): this runs twice per append.
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    since_epoch.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(since_epoch.subsec_nanos()))
 }
 
 /// Formats unix nanoseconds as `2026-11-26T20:00:00.123456Z` (truncated to microseconds).

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::event::{EventDraft, EventKind, ExpectedVersion, Metadata, Uuid, ValidationError, MAX_DATA_BYTES};
+use crate::event::{
+    check_json, data_not_json, EventDraft, EventKind, ExpectedVersion, Metadata, Uuid, ValidationError, MAX_DATA_BYTES,
+};
 use crate::routing::validate_routing_key;
 use crate::store::EventView;
 
@@ -130,9 +132,7 @@ impl IntegrationEvent {
         if self.data.len() > MAX_DATA_BYTES {
             return Err(ValidationError::new("data", format!("must be at most {MAX_DATA_BYTES} bytes")));
         }
-        if serde_json::from_slice::<&RawValue>(&self.data).is_err() {
-            return Err(ValidationError::new("data", "must be one JSON value in UTF-8"));
-        }
+        check_json(&self.data).map_err(data_not_json)?;
         Ok(())
     }
 

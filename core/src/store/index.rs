@@ -99,7 +99,7 @@ impl IdIndex {
 
     /// Whether the unordered part holds `id` (generation steps over such ids).
     pub fn contains_unordered(&self, id: &Uuid) -> bool {
-        self.unordered.contains_key(id)
+        !self.unordered.is_empty() && self.unordered.contains_key(id)
     }
 
     fn approximate_bytes(&self) -> usize {

@@ -1100,8 +1100,11 @@ fn generate_ids(index: &Index, drafts: &[EventDraft], timestamp_ns: u64, results
     const RAND_B: u128 = (1 << 62) - 1;
     // The publisher-given ids of this batch, gathered once (a scan per generated id made big
     // batches quadratic); usually there are none.
-    let given: HashSet<Uuid> = drafts.iter().filter_map(|draft| draft.id).collect();
-    let taken = |candidate: &Uuid| index.ids.contains_unordered(candidate) || given.contains(candidate);
+    let given: Option<HashSet<Uuid>> =
+        drafts.iter().any(|draft| draft.id.is_some()).then(|| drafts.iter().filter_map(|draft| draft.id).collect());
+    let taken = |candidate: &Uuid| {
+        index.ids.contains_unordered(candidate) || given.as_ref().is_some_and(|given| given.contains(candidate))
+    };
     let mut last = index.ids.last_ordered();
     for (draft, result) in drafts.iter().zip(results.iter_mut()) {
         if let Some(id) = draft.id {
@@ -1144,10 +1147,10 @@ fn looks_generated(id: Uuid, timestamp_ns: u64) -> bool {
 
 /// The drafts' results with their aggregate versions (ids and positions come later).
 fn assign_versions(index: &Index, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError> {
-    // Only a batch needs it; sized up front (growing it rehashed every key on the way).
-    let capacity = if drafts.len() > 1 { drafts.len() } else { 0 };
-    let mut in_batch: HashMap<&str, u64, foldhash::fast::RandomState> =
-        HashMap::with_capacity_and_hasher(capacity, Default::default());
+    // Only a batch needs it (making one costs a seed per append); sized up front (growing it
+    // rehashed every key on the way).
+    let mut in_batch: Option<HashMap<&str, u64, foldhash::fast::RandomState>> =
+        (drafts.len() > 1).then(|| HashMap::with_capacity_and_hasher(drafts.len(), Default::default()));
     let mut results = Vec::with_capacity(drafts.len());
     let result = |aggregate_version| Appended { id: Uuid::nil(), position: 0, aggregate_version };
     for draft in drafts {
@@ -1156,7 +1159,8 @@ fn assign_versions(index: &Index, drafts: &[EventDraft]) -> Result<Vec<Appended>
             continue;
         }
         let aggregate = draft.aggregate_id.as_str();
-        let current = in_batch.get(aggregate).copied().unwrap_or_else(|| index.stream_version(aggregate));
+        let earlier_in_batch = in_batch.as_ref().and_then(|in_batch| in_batch.get(aggregate).copied());
+        let current = earlier_in_batch.unwrap_or_else(|| index.stream_version(aggregate));
         if !draft.expected_version.allows(current) {
             return Err(StoreError::VersionConflict {
                 aggregate_id: draft.aggregate_id.clone(),
@@ -1165,7 +1169,7 @@ fn assign_versions(index: &Index, drafts: &[EventDraft]) -> Result<Vec<Appended>
             });
         }
         results.push(result(current + 1));
-        if drafts.len() > 1 {
+        if let Some(in_batch) = &mut in_batch {
             in_batch.insert(aggregate, current + 1);
         }
     }
