@@ -42,6 +42,8 @@ use crate::event::{new_event_id, EventDraft, EventKind, ExpectedVersion, Uuid, V
 const SEGMENTS_DIR: &str = "segments";
 /// How far ahead of the writer the prefault thread keeps pages faulted in.
 const PREFAULT_WINDOW_BYTES: usize = 8 * 1024 * 1024;
+/// How much the prefault thread faults in per call.
+const PREFAULT_STEP_BYTES: usize = 512 * 1024;
 const LOCK_FILE: &str = "LOCK";
 /// The next segment file, zero-filled ahead of time by the maintenance thread.
 const SPARE_FILE: &str = "spare.tmp";
@@ -1005,9 +1007,15 @@ impl Shared {
                 }
             }
             let Some(segment) = self.view.read().last().cloned() else { continue };
-            let target = segment.written.load(Ordering::Acquire) + PREFAULT_WINDOW_BYTES;
-            if segment.populated.load(Ordering::Acquire) < target.min(segment.capacity()) && !segment.populate(target) {
-                return;
+            let target = (segment.written.load(Ordering::Acquire) + PREFAULT_WINDOW_BYTES).min(segment.capacity());
+            // In steps, each published as it completes: the writer, which may be right behind
+            // (a fresh segment starts with nothing populated), faults only on the step in progress.
+            while segment.populated.load(Ordering::Acquire) < target {
+                let from = segment.populated.load(Ordering::Acquire).max(segment.written.load(Ordering::Acquire));
+                let step_end = from + PREFAULT_STEP_BYTES;
+                if !segment.populate(step_end.min(target)) {
+                    return;
+                }
             }
         }
     }

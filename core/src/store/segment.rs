@@ -289,9 +289,12 @@ impl Segment {
     /// support it (before Linux 5.14); it is only an optimization.
     pub fn populate(&self, end: usize) -> bool {
         let page = page_size();
-        let start = self.populated.load(Ordering::Acquire) / page * page;
+        // Pages the writer has passed are faulted in already (it faulted them itself).
+        let from = self.populated.load(Ordering::Acquire).max(self.written.load(Ordering::Acquire));
+        let start = from / page * page;
         let end = end.min(self.capacity);
         if end <= start {
+            self.populated.fetch_max(end, Ordering::AcqRel);
             return true;
         }
         let advice = memmap2::Advice::PopulateWrite;
