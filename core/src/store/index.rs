@@ -140,7 +140,7 @@ impl Index {
     ) {
         self.ids.insert(id, IdEntry { position, aggregate_version }, generated);
         if kind == EventKind::Domain {
-            push(&mut self.streams, aggregate_id, position);
+            push_version(&mut self.streams, aggregate_id, position, aggregate_version);
         }
         match self.types.get_mut(event_type) {
             Some(lists) => lists[kind_slot(kind)].push(position),
@@ -189,14 +189,31 @@ impl Index {
     }
 }
 
-fn push(map: &mut HashMap<Box<str>, Vec<u64>, Hasher>, key: &str, position: u64) {
+/// Adds the stream's event at `version` (its positions are indexed by version - 1). A version
+/// beyond the next one means the events before it are gone with no index entry for them (deleted
+/// by retention, and no checkpoint file held them): [`RETAINED_AWAY`] stands in for their
+/// positions, so the stream's version still counts them and the next append continues it.
+fn push_version(map: &mut HashMap<Box<str>, Vec<u64>, Hasher>, key: &str, position: u64, version: u64) {
+    let add = |positions: &mut Vec<u64>| {
+        let before = usize::try_from(version.saturating_sub(1)).unwrap_or(usize::MAX);
+        if positions.len() < before {
+            positions.resize(before, RETAINED_AWAY);
+        }
+        positions.push(position);
+    };
     match map.get_mut(key) {
-        Some(positions) => positions.push(position),
+        Some(positions) => add(positions),
         None => {
-            map.insert(key.into(), vec![position]);
+            let mut positions = Vec::new();
+            add(&mut positions);
+            map.insert(key.into(), positions);
         }
     }
 }
+
+/// The position recorded for a stream event that retention deleted before any index entry for
+/// it was saved: it sorts before every retained position, so reads of it say the event is gone.
+pub(crate) const RETAINED_AWAY: u64 = 0;
 
 /// One segment as the checkpoint saw it.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]

@@ -14,9 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-#[cfg(test)]
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -79,6 +77,12 @@ struct Shared {
     events_since_checkpoint: AtomicU64,
     /// What the checkpoint files on disk cover; held while one is written.
     checkpointed: Mutex<Checkpointed>,
+    /// `checkpointed.end`, readable under the append lock (which may not take `checkpointed`):
+    /// retention deletes only segments whose records are all below it.
+    checkpoint_covers: AtomicU64,
+    /// Set when retention kept a segment only because no checkpoint file covers it yet: the
+    /// maintenance thread then writes one and applies retention again.
+    retention_waits: AtomicBool,
     /// A prepared segment file ready for the next roll, if the maintenance thread made one.
     spare: Mutex<Option<PathBuf>>,
     stop: Mutex<bool>,
@@ -269,7 +273,9 @@ impl Log {
             snapshots,
             recorder,
             events_since_checkpoint: AtomicU64::new(next_position - checkpointed.end),
+            checkpoint_covers: AtomicU64::new(checkpointed.end),
             checkpointed: Mutex::new(checkpointed),
+            retention_waits: AtomicBool::new(false),
             spare: Mutex::new(None),
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
@@ -726,6 +732,14 @@ impl Shared {
             if !too_big && !too_old {
                 break;
             }
+            // Deleting records no checkpoint file holds would lose their index entries (stream
+            // versions, ids) at the next crash: keep the segment until a checkpoint covers it.
+            let oldest_end = segments[1].first_position;
+            if self.dir.is_some() && oldest_end > self.checkpoint_covers.load(Ordering::Acquire) {
+                self.retention_waits.store(true, Ordering::Release);
+                self.stop_signal.notify_all();
+                break;
+            }
             let oldest = segments.remove(0);
             if let Some(path) = &oldest.path {
                 if let Err(error) = std::fs::remove_file(path) {
@@ -863,6 +877,7 @@ impl Shared {
         data.write(dir, ordered_ids)?;
         // What the files cover from now on, even if removing the deltas fails below.
         *checkpointed = Checkpointed { end: data.next_position, deltas: 0 };
+        self.checkpoint_covers.store(data.next_position, Ordering::Release);
         delta::remove_deltas(dir)?;
         self.events_since_checkpoint
             .store(self.appended.load(Ordering::Acquire) - data.next_position, Ordering::Relaxed);
@@ -905,6 +920,7 @@ impl Shared {
         drop(index);
         data.write(dir, ordered_ids)?;
         *checkpointed = Checkpointed { end, deltas: 0 };
+        self.checkpoint_covers.store(end, Ordering::Release);
         delta::remove_deltas(dir)?;
         Ok(true)
     }
@@ -968,6 +984,7 @@ impl Shared {
         }
         data.write(dir)?;
         *checkpointed = Checkpointed { end, deltas: checkpointed.deltas + 1 };
+        self.checkpoint_covers.store(end, Ordering::Release);
         self.events_since_checkpoint.store(self.appended.load(Ordering::Acquire) - end, Ordering::Relaxed);
         Ok(())
     }
@@ -1071,17 +1088,20 @@ impl Shared {
                     eprintln!("herald: {error}");
                 }
             }
-            if self.config.retention.max_age.is_some() {
+            let retention_waits = self.retention_waits.swap(false, Ordering::AcqRel);
+            if retention_waits
+                || self.events_since_checkpoint.load(Ordering::Relaxed) >= self.config.checkpoint_every_events
+            {
+                if let Err(error) = self.checkpoint_delta() {
+                    eprintln!("herald: index checkpoint: {error}");
+                }
+            }
+            if self.config.retention.max_age.is_some() || retention_waits {
                 let _state = self.state.lock();
                 let mut view = self.view.write();
                 let mut segments = Vec::clone(&view);
                 self.apply_retention(&mut segments);
                 *view = Arc::new(segments);
-            }
-            if self.events_since_checkpoint.load(Ordering::Relaxed) >= self.config.checkpoint_every_events {
-                if let Err(error) = self.checkpoint_delta() {
-                    eprintln!("herald: index checkpoint: {error}");
-                }
             }
         }
     }
@@ -1944,10 +1964,14 @@ mod tests {
         let log = Log::open(dir.path(), config.clone()).unwrap();
         for n in 0..400 {
             log.append_one(&draft("a", n)).unwrap();
+            if n % 20 == 19 {
+                // Retention deletes only what a checkpoint file covers.
+                log.checkpoint_incremental().unwrap();
+            }
         }
         let (first, next) = log.bounds();
         assert!(first > 0 && next == 400);
-        assert!(log.shared.view.read().len() <= 3);
+        assert!(log.shared.view.read().len() <= 4, "at most one segment waits for a checkpoint");
         let error = log.cursor(&ReadQuery::default()).err().unwrap();
         assert!(matches!(error, StoreError::BeforeRetention { first_position, .. } if first_position == first));
         let error = log.read_stream("a", 1, 10, &mut |_| ControlFlow::Continue(())).unwrap_err();
@@ -1960,6 +1984,79 @@ mod tests {
         let log = Log::open(dir.path(), config).unwrap();
         assert_eq!(log.bounds(), (first, 400));
         assert_eq!(log.stream_version("a"), 400);
+        log.verify().unwrap();
+    }
+
+    /// Appends 400 events to "a" (and one to "gone", first) under a retention of three 8 KiB
+    /// segments, without explicit checkpoints, until retention has deleted the event of "gone";
+    /// then crashes. Returns the results.
+    fn append_under_retention_then_crash(dir: &Path, config: &StoreConfig) -> Vec<Appended> {
+        let log = Log::open(dir, config.clone()).unwrap();
+        let mut written = vec![log.append_one(&draft("gone", 0)).unwrap().events()[0]];
+        for n in 0..400 {
+            written.push(log.append_one(&draft("a", n)).unwrap().events()[0]);
+        }
+        // The maintenance thread checkpoints for retention's sake; wait (bounded) for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.bounds().0 == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            log.append_one(&draft("a", 400)).map(|outcome| written.push(outcome.events()[0])).unwrap();
+        }
+        assert!(log.bounds().0 > 0, "retention deleted the oldest segment");
+        log.crash();
+        written
+    }
+
+    fn retention_config() -> StoreConfig {
+        StoreConfig {
+            retention: super::super::Retention { max_bytes: Some(3 * 8 * 1024), max_age: None },
+            checkpoint_every_events: u64::MAX,
+            ..small()
+        }
+    }
+
+    #[test]
+    fn retention_deletes_only_what_a_checkpoint_file_holds_so_a_crash_keeps_versions_and_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = retention_config();
+        let written = append_under_retention_then_crash(dir.path(), &config);
+        let log = Log::open(dir.path(), config).unwrap();
+        let last = written.len() as u64 - 1;
+        assert_eq!(log.bounds().1, last + 1);
+        assert_eq!(log.stream_version("a"), last, "versions count the deleted events");
+        assert_eq!(log.stream_version("gone"), 1, "a stream whose events were all deleted is remembered");
+        let retry = draft("gone", 0).with_id(written[0].id);
+        assert_eq!(log.append_one(&retry).unwrap(), AppendOutcome::AlreadyAppended(vec![written[0]]));
+        let next = log.append_one(&draft("a", 0).expecting(ExpectedVersion::Exact(last))).unwrap();
+        assert_eq!(next.events()[0].aggregate_version, last + 1);
+        log.verify().unwrap();
+    }
+
+    #[test]
+    fn without_checkpoint_files_a_scan_still_continues_stream_versions_after_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = retention_config();
+        let written = append_under_retention_then_crash(dir.path(), &config);
+        std::fs::remove_file(dir.path().join(CHECKPOINT_FILE)).ok();
+        for (_, path) in delta::delta_files(dir.path()).unwrap() {
+            std::fs::remove_file(path).unwrap();
+        }
+        let log = Log::open(dir.path(), config).unwrap();
+        let last = written.len() as u64 - 1;
+        assert_eq!(log.stream_version("a"), last, "the first retained event's version says how many came before");
+        let error = log.read_stream("a", 1, 10, &mut |_| ControlFlow::Continue(())).unwrap_err();
+        assert!(matches!(error, StoreError::BeforeRetention { .. }), "{error}");
+        let first_retained = log.bounds().0;
+        let from_retained = written.iter().find(|a| a.position == first_retained).unwrap().aggregate_version;
+        let mut versions = Vec::new();
+        log.read_stream("a", from_retained, 5, &mut |view| {
+            versions.push(view.aggregate_version);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(versions, (from_retained..from_retained + 5).collect::<Vec<_>>());
+        let next = log.append_one(&draft("a", 0)).unwrap();
+        assert_eq!(next.events()[0].aggregate_version, last + 1);
         log.verify().unwrap();
     }
 
