@@ -67,7 +67,6 @@ struct Shared {
     /// Positions below this are written (maybe not durable); lets a syncer see appends arrive.
     appended: AtomicU64,
     commit: Mutex<CommitState>,
-    commit_done: Condvar,
     /// Held by a flush while it writes the runs it took from `State::unwritten` (taken while
     /// holding the state lock, so the order is always state, then this): a reader that needs
     /// one of those records waits for it here.
@@ -133,6 +132,8 @@ struct CommitState {
     last_batch: u64,
     /// A moving average of the fsync time (ns), which bounds the wait for them.
     fsync_average_ns: u64,
+    /// Threads parked until the running fsync ends (a thread may also wake early and look).
+    waiting: Vec<std::thread::Thread>,
 }
 
 /// What [`Log::verify`] walked.
@@ -278,9 +279,9 @@ impl Log {
                 syncing: false,
                 last_batch: 0,
                 fsync_average_ns: 0,
+                waiting: Vec::new(),
             }),
             writing: Mutex::new(()),
-            commit_done: Condvar::new(),
             failure: OnceLock::new(),
             snapshots,
             recorder,
@@ -781,7 +782,14 @@ impl Shared {
                 return Err(StoreError::ReadOnly { cause: cause.clone() });
             }
             if commit.syncing {
-                self.commit_done.wait(&mut commit);
+                // Parked, not a condvar wait: a condvar's waiters re-take the lock one after the
+                // other, each woken only when the one before releases it, and that chain of
+                // wake-ups was a third of a group fsync's cycle with 8 writers on 2 cores.
+                // Unparked, they all run at once.
+                commit.waiting.push(std::thread::current());
+                drop(commit);
+                std::thread::park();
+                commit = self.commit.lock();
                 continue;
             }
             commit.syncing = true;
@@ -806,7 +814,13 @@ impl Shared {
                     let _ = self.failure.set(error.to_string());
                 }
             }
-            self.commit_done.notify_all();
+            let waiting = std::mem::take(&mut commit.waiting);
+            drop(commit);
+            // Each re-checks under the lock; one may run the next fsync.
+            for thread in waiting {
+                thread.unpark();
+            }
+            commit = self.commit.lock();
         }
     }
 
