@@ -37,7 +37,7 @@ pub(crate) fn check_json(input: &[u8]) -> Result<(), NotJson> {
 /// The end of the run of plain string bytes at `at`: the offset of the first quote, backslash
 /// or control character (or the input's end). `non_ascii` is set if the run holds a byte above
 /// 0x7F. Sixteen bytes per step with SSE2, which every x86-64 processor has.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[allow(unsafe_code)] // SSE2 intrinsics and one unaligned load, bounds checked before it
 fn plain_run_end(input: &[u8], mut at: usize, non_ascii: &mut bool) -> usize {
     use std::arch::x86_64::{
@@ -45,8 +45,8 @@ fn plain_run_end(input: &[u8], mut at: usize, non_ascii: &mut bool) -> usize {
     };
     let mut high = 0u32;
     while at + 16 <= input.len() {
-        // SAFETY: SSE2 is part of the x86-64 baseline (`target_feature = "sse2"` is always on),
-        // and `at + 16 <= input.len()`, so the 16 bytes loaded (no alignment needed) lie inside
+        // SAFETY: this function exists only where `target_feature = "sse2"` is on, and
+        // `at + 16 <= input.len()`, so the 16 bytes loaded (no alignment needed) lie inside
         // `input`.
         let (special, high_bits) = unsafe {
             let bytes = _mm_loadu_si128(input.as_ptr().add(at).cast());
@@ -70,7 +70,7 @@ fn plain_run_end(input: &[u8], mut at: usize, non_ascii: &mut bool) -> usize {
     plain_run_end_bytewise(input, at, non_ascii)
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 fn plain_run_end(input: &[u8], at: usize, non_ascii: &mut bool) -> usize {
     plain_run_end_bytewise(input, at, non_ascii)
 }

@@ -195,7 +195,9 @@ impl Index {
 /// positions, so the stream's version still counts them and the next append continues it.
 fn push_version(map: &mut HashMap<Box<str>, Vec<u64>, Hasher>, key: &str, position: u64, version: u64) {
     let add = |positions: &mut Vec<u64>| {
-        let before = usize::try_from(version.saturating_sub(1)).unwrap_or(usize::MAX);
+        // A stream has at most one event per earlier position: a larger version is damage
+        // (which `verify` reports), not a reason to allocate stand-ins without bound.
+        let before = usize::try_from(version.saturating_sub(1).min(position)).unwrap_or(usize::MAX);
         if positions.len() < before {
             positions.resize(before, RETAINED_AWAY);
         }

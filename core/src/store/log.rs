@@ -40,6 +40,8 @@ use crate::event::{new_event_id, EventDraft, EventKind, ExpectedVersion, Uuid, V
 const SEGMENTS_DIR: &str = "segments";
 /// How far ahead of the writer the prefault thread keeps pages faulted in.
 const PREFAULT_WINDOW_BYTES: usize = 8 * 1024 * 1024;
+/// Failed checkpoints in a row after which retention deletes segments no checkpoint covers.
+const RETENTION_CHECKPOINT_TRIES: u64 = 3;
 /// The longest a group fsync waits for the appenders of the last one (see `gather_appends`).
 const MAX_GATHER_WAIT: Duration = Duration::from_millis(1);
 /// How much the prefault thread faults in per call.
@@ -84,6 +86,11 @@ struct Shared {
     /// Set when retention kept a segment only because no checkpoint file covers it yet: the
     /// maintenance thread then writes one and applies retention again.
     retention_waits: AtomicBool,
+    /// Checkpoints that failed in a row while retention waited for one (see `maintain`).
+    retention_checkpoint_failures: AtomicU64,
+    /// Appends under `Always` waiting for their ack whose frames the next flush will write;
+    /// counted under the append lock, taken to zero by the flush that covers them.
+    acks_waiting: AtomicU64,
     /// A prepared segment file ready for the next roll, if the maintenance thread made one.
     spare: Mutex<Option<PathBuf>>,
     stop: Mutex<bool>,
@@ -127,8 +134,8 @@ struct CommitState {
     durable: u64,
     /// Whether some thread is running an fsync right now.
     syncing: bool,
-    /// Positions the last group fsync made durable: about as many appenders were waiting on it,
-    /// and they append again as soon as it is done (see [`Shared::gather_appends`]).
+    /// Appends waiting for their ack that the last group fsync covered: its appenders, who
+    /// append again as soon as it is done (see [`Shared::gather_appends`]).
     last_batch: u64,
     /// A moving average of the fsync time (ns), which bounds the wait for them.
     fsync_average_ns: u64,
@@ -289,6 +296,8 @@ impl Log {
             checkpoint_covers: AtomicU64::new(checkpointed.end),
             checkpointed: Mutex::new(checkpointed),
             retention_waits: AtomicBool::new(false),
+            retention_checkpoint_failures: AtomicU64::new(0),
+            acks_waiting: AtomicU64::new(0),
             spare: Mutex::new(None),
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
@@ -590,6 +599,9 @@ impl Shared {
         }
         if let Some(waiting) = waiting {
             state.unwritten.push(waiting);
+            if wait_fsync {
+                self.acks_waiting.fetch_add(1, Ordering::Relaxed);
+            }
         }
         {
             let mut offsets = segment.offsets.write();
@@ -748,7 +760,10 @@ impl Shared {
             // Deleting records no checkpoint file holds would lose their index entries (stream
             // versions, ids) at the next crash: keep the segment until a checkpoint covers it.
             let oldest_end = segments[1].first_position;
-            if self.dir.is_some() && oldest_end > self.checkpoint_covers.load(Ordering::Acquire) {
+            let checkpoints_failing =
+                self.retention_checkpoint_failures.load(Ordering::Relaxed) >= RETENTION_CHECKPOINT_TRIES;
+            if self.dir.is_some() && oldest_end > self.checkpoint_covers.load(Ordering::Acquire) && !checkpoints_failing
+            {
                 self.retention_waits.store(true, Ordering::Release);
                 self.stop_signal.notify_all();
                 break;
@@ -793,19 +808,19 @@ impl Shared {
                 continue;
             }
             commit.syncing = true;
-            let (durable_before, last_batch) = (commit.durable, commit.last_batch);
+            let last_batch = commit.last_batch;
             // Waiting for the appenders costs at most half an fsync, for one fsync saved.
             let patience = Duration::from_nanos(commit.fsync_average_ns / 2).min(MAX_GATHER_WAIT);
             drop(commit);
-            self.gather_appends(durable_before, last_batch, patience);
+            self.gather_appends(last_batch, patience);
             let started = Instant::now();
             let result = self.flush();
             let took_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             commit = self.commit.lock();
             commit.syncing = false;
             match result {
-                Ok(durable) => {
-                    commit.last_batch = durable.saturating_sub(durable_before);
+                Ok((durable, acks)) => {
+                    commit.last_batch = acks;
                     commit.fsync_average_ns = (commit.fsync_average_ns * 7 + took_ns) / 8;
                     commit.durable = commit.durable.max(durable);
                     self.visible.fetch_max(durable, Ordering::AcqRel);
@@ -826,17 +841,14 @@ impl Shared {
 
     /// Before a group fsync, gives the appenders the chance to finish writing so the fsync covers
     /// them too. Under `Always`, first waits (yielding, at most `patience`) until as many
-    /// positions are waiting as the last fsync covered (`last_batch` above `durable`): the
-    /// appenders it released are appending again, and with more of them than cores they come
-    /// back one by one, so without the wait each fsync took only the first few (5 of 8 writers
-    /// here). Then yields while appends keep arriving, at most a few times. A lone writer pays
+    /// appends wait for an ack as the last fsync covered (`last_batch`): the appenders it
+    /// released are appending again, and with more of them than cores they come back one by
+    /// one, so without the wait each fsync took only the first few (5 of 8 writers here). Then yields while appends keep arriving, at most a few times. A lone writer pays
     /// one `sched_yield` per fsync.
-    fn gather_appends(&self, durable: u64, last_batch: u64, patience: Duration) {
+    fn gather_appends(&self, last_batch: u64, patience: Duration) {
         if self.config.durability == Durability::Always && !patience.is_zero() {
             let deadline = Instant::now() + patience;
-            while self.appended.load(Ordering::Acquire).saturating_sub(durable) < last_batch
-                && Instant::now() < deadline
-            {
+            while self.acks_waiting.load(Ordering::Acquire) < last_batch && Instant::now() < deadline {
                 std::thread::yield_now();
             }
         }
@@ -851,22 +863,24 @@ impl Shared {
         }
     }
 
-    /// Fsyncs every written, unsynced range; returns the position everything below is durable.
-    fn flush(&self) -> Result<u64, StoreError> {
-        let (target, pending, unwritten, writing) = {
+    /// Fsyncs every written, unsynced range; returns the position everything below is durable,
+    /// and how many appends waiting for an ack it covered.
+    fn flush(&self) -> Result<(u64, u64), StoreError> {
+        let (target, pending, unwritten, writing, acks) = {
             let mut state = self.state.lock();
             let writing = self.writing.lock();
             let unwritten = std::mem::take(&mut state.unwritten);
+            let acks = self.acks_waiting.swap(0, Ordering::AcqRel);
             let segments = Arc::clone(&self.view.read());
             let pending: Vec<(Arc<Segment>, usize)> = segments
                 .iter()
                 .map(|s| (Arc::clone(s), s.written.load(Ordering::Acquire)))
                 .filter(|(s, written)| s.synced.load(Ordering::Acquire) < *written)
                 .collect();
-            (state.next_position, pending, unwritten, writing)
+            (state.next_position, pending, unwritten, writing, acks)
         };
         if pending.is_empty() || self.dir.is_none() {
-            return Ok(target);
+            return Ok((target, acks));
         }
         // Flushes run one at a time (`CommitState::syncing`) and each takes every run appended
         // before it, so runs reach their files in append order. An error leaves it unknown which
@@ -889,7 +903,7 @@ impl Shared {
             segment.sync_to(written, through_map)?;
         }
         self.recorder.record_fsync(started.elapsed());
-        Ok(target)
+        Ok((target, acks))
     }
 
     fn sync(&self) -> Result<(), StoreError> {
@@ -1120,7 +1134,15 @@ impl Shared {
                 if *stop {
                     return;
                 }
-                self.stop_signal.wait_for(&mut stop, tick);
+                // Retention waiting for a checkpoint waits 100 ms at most, not a tick (a
+                // wake-up sent before this wait began is lost; and failed checkpoints are
+                // retried that often).
+                let wait = if self.retention_waits.load(Ordering::Acquire) {
+                    tick.min(Duration::from_millis(100))
+                } else {
+                    tick
+                };
+                self.stop_signal.wait_for(&mut stop, wait);
                 if *stop {
                     return;
                 }
@@ -1137,8 +1159,25 @@ impl Shared {
             if retention_waits
                 || self.events_since_checkpoint.load(Ordering::Relaxed) >= self.config.checkpoint_every_events
             {
-                if let Err(error) = self.checkpoint_delta() {
+                let result = self.checkpoint_delta();
+                if let Err(error) = &result {
                     eprintln!("herald: index checkpoint: {error}");
+                }
+                // Retention must not wait for checkpoints forever: a full disk, where a delta
+                // cannot be written, is when deleting old segments matters most. After a few
+                // failures it deletes anyway (a crash may then lose those events' index entries).
+                match (&result, retention_waits) {
+                    (Ok(()), _) => self.retention_checkpoint_failures.store(0, Ordering::Relaxed),
+                    (Err(_), true) => {
+                        let failures = self.retention_checkpoint_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                        if failures == RETENTION_CHECKPOINT_TRIES {
+                            eprintln!(
+                                "herald: retention deletes segments no checkpoint file covers after \
+                                 {failures} failed checkpoints"
+                            );
+                        }
+                    }
+                    (Err(_), false) => {}
                 }
             }
             if self.config.retention.max_age.is_some() || retention_waits {
@@ -2075,6 +2114,28 @@ mod tests {
         let next = log.append_one(&draft("a", 0).expecting(ExpectedVersion::Exact(last))).unwrap();
         assert_eq!(next.events()[0].aggregate_version, last + 1);
         log.verify().unwrap();
+    }
+
+    #[test]
+    fn retention_deletes_anyway_when_checkpoints_keep_failing() {
+        // A directory where the checkpoint file goes makes every checkpoint fail (as a full
+        // disk would); retention must still free space after a few tries.
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), retention_config()).unwrap();
+        std::fs::create_dir(dir.path().join(CHECKPOINT_FILE)).unwrap();
+        std::fs::create_dir(dir.path().join(delta::delta_file_name(0))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut n = 0;
+        while log.bounds().0 == 0 && Instant::now() < deadline {
+            log.append_one(&draft("a", n)).unwrap();
+            n += 1;
+            if n > 400 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        assert!(log.bounds().0 > 0, "retention deleted the oldest segment after failed checkpoints");
+        assert!(log.shared.retention_checkpoint_failures.load(Ordering::Relaxed) >= RETENTION_CHECKPOINT_TRIES);
+        log.crash();
     }
 
     #[test]
