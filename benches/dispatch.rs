@@ -73,8 +73,8 @@ use disruptor::{
 };
 use hdrhistogram::Histogram;
 use herald_core::dispatch::{
-    BusConfig, Claim, ClaimError, Consumer, EventBus, HandlerResult, Producer, PublishError, RingBuilder, SoloProducer,
-    Subscription, Wait, WaitStrategy,
+    BusConfig, Claim, ClaimError, Consumer, EventBus, HandlerResult, Producer, RingBuilder, SoloProducer, Subscription,
+    Wait, WaitStrategy,
 };
 use herald_core::event::EventDraft;
 use herald_core::store::{EventStore, Log, StoreConfig};
@@ -279,14 +279,14 @@ fn backoff(tries: &mut u32) {
 
 /// Herald's two producer kinds, as the bench drives them.
 trait HeraldProducer<T>: Send {
-    fn try_publish(&mut self, value: T) -> Result<u64, PublishError<T>>;
+    fn try_publish_with(&mut self, write: impl FnOnce(&mut T)) -> Result<u64, ClaimError>;
     fn try_claim(&mut self, count: usize) -> Result<Claim<'_, T>, ClaimError>;
 }
 
 impl<T: Payload> HeraldProducer<T> for Producer<T> {
     #[inline]
-    fn try_publish(&mut self, value: T) -> Result<u64, PublishError<T>> {
-        Producer::try_publish(self, value)
+    fn try_publish_with(&mut self, write: impl FnOnce(&mut T)) -> Result<u64, ClaimError> {
+        Producer::try_publish_with(self, write)
     }
 
     fn try_claim(&mut self, count: usize) -> Result<Claim<'_, T>, ClaimError> {
@@ -296,8 +296,8 @@ impl<T: Payload> HeraldProducer<T> for Producer<T> {
 
 impl<T: Payload> HeraldProducer<T> for SoloProducer<T> {
     #[inline]
-    fn try_publish(&mut self, value: T) -> Result<u64, PublishError<T>> {
-        SoloProducer::try_publish(self, value)
+    fn try_publish_with(&mut self, write: impl FnOnce(&mut T)) -> Result<u64, ClaimError> {
+        SoloProducer::try_publish_with(self, write)
     }
 
     fn try_claim(&mut self, count: usize) -> Result<Claim<'_, T>, ClaimError> {
@@ -309,16 +309,14 @@ struct HeraldTx<P>(P);
 
 impl<T: Payload, P: HeraldProducer<T>> Publish<T> for HeraldTx<P> {
     #[inline]
-    fn publish(&mut self, mut value: T) {
+    fn publish(&mut self, value: T) {
+        // In place, as the disruptor side does (its `try_publish` takes a closure too).
         let mut tries = 0;
         loop {
-            match self.0.try_publish(value) {
+            match self.0.try_publish_with(|slot| *slot = value) {
                 Ok(_) => return,
-                Err(PublishError::Full(back)) => {
-                    value = back;
-                    backoff(&mut tries);
-                }
-                Err(PublishError::Closed(_)) => panic!("the ring was closed"),
+                Err(ClaimError::Full) => backoff(&mut tries),
+                Err(error) => panic!("publish failed: {error:?}"),
             }
         }
     }
