@@ -284,30 +284,39 @@ impl EventBus {
         // Not marked as checked JSON: a hand-written `Serialize` can make serde_json emit text
         // that is not (a key without a value, a raw value), so the store checks it.
         let draft = EventDraft::new(E::EVENT_TYPE, event.aggregate_id(), data);
-        let outcome = self.publish_batch(vec![draft])?;
+        let outcome = self.publish_owned([draft])?;
         outcome.events().first().copied().ok_or_else(|| BusError::Config("the store returned no result".into()))
     }
 
     /// Publishes one draft (full control: id, expected version, metadata).
     pub fn publish_draft(&self, draft: EventDraft) -> Result<AppendOutcome, BusError> {
-        self.publish_batch(vec![draft])
+        self.publish_owned([draft])
     }
 
     /// Publishes drafts atomically: all are stored and dispatched, or none.
-    pub fn publish_batch(&self, mut drafts: Vec<EventDraft>) -> Result<AppendOutcome, BusError> {
+    pub fn publish_batch(&self, drafts: Vec<EventDraft>) -> Result<AppendOutcome, BusError> {
+        self.publish_owned(drafts)
+    }
+
+    /// [`EventBus::publish_batch`] for any owner of drafts: one draft goes in an array, with no
+    /// allocation unless it comes back in an error.
+    fn publish_owned<D>(&self, mut drafts: D) -> Result<AppendOutcome, BusError>
+    where
+        D: AsRef<[EventDraft]> + AsMut<[EventDraft]> + Into<Vec<EventDraft>>,
+    {
         let inner = &self.inner;
         if !inner.accepting.load(Ordering::Acquire) {
-            return Err(BusError::ShuttingDown(drafts));
+            return Err(BusError::ShuttingDown(drafts.into()));
         }
-        drafts.iter_mut().for_each(context::apply);
+        drafts.as_mut().iter_mut().for_each(context::apply);
         match &inner.producer {
             Some(producer) => {
                 let (outcome, pending) = inner.publish_through_ring(producer, drafts, false)?;
                 pending.dispatch();
                 Ok(outcome)
             }
-            None if inner.metrics.is_empty() => inner.publish_without_handlers(drafts, false),
-            None => inner.publish_synchronously(drafts),
+            None if inner.metrics.is_empty() => inner.publish_without_handlers(drafts.as_ref(), false),
+            None => inner.publish_synchronously(drafts.as_ref()),
         }
     }
 
@@ -329,9 +338,9 @@ impl EventBus {
         match &inner.producer {
             Some(producer) => inner.publish_through_ring(producer, drafts, true),
             None if inner.metrics.is_empty() => {
-                Ok((inner.publish_without_handlers(drafts, true)?, PendingDispatch::NONE))
+                Ok((inner.publish_without_handlers(&drafts, true)?, PendingDispatch::NONE))
             }
-            None => Ok((inner.publish_synchronously(drafts)?, PendingDispatch::NONE)),
+            None => Ok((inner.publish_synchronously(&drafts)?, PendingDispatch::NONE)),
         }
     }
 
@@ -389,12 +398,15 @@ impl Drop for EventBus {
 }
 
 impl Inner {
-    fn publish_through_ring<'a>(
+    fn publish_through_ring<'a, D>(
         &self,
         producer: &'a Producer<u64>,
-        drafts: Vec<EventDraft>,
+        drafts: D,
         deferred: bool,
-    ) -> Result<(AppendOutcome, PendingDispatch<'a>), BusError> {
+    ) -> Result<(AppendOutcome, PendingDispatch<'a>), BusError>
+    where
+        D: AsRef<[EventDraft]> + Into<Vec<EventDraft>>,
+    {
         let mut claim = None;
         // Why the ring refused, if it did: decides which error hands the drafts back.
         let mut refused = None;
@@ -423,9 +435,9 @@ impl Inner {
             }
         };
         let result = if deferred {
-            self.store.append_deferred_with(&drafts, &mut reserve)
+            self.store.append_deferred_with(drafts.as_ref(), &mut reserve)
         } else {
-            self.store.append_with(&drafts, &mut reserve)
+            self.store.append_with(drafts.as_ref(), &mut reserve)
         };
         match result {
             Ok(AppendOutcome::Appended(appended)) => {
@@ -437,19 +449,18 @@ impl Inner {
             Err(error) => match refused {
                 Some(ClaimError::Full) => {
                     self.overloaded.fetch_add(1, Ordering::Relaxed);
-                    Err(BusError::Overloaded(drafts))
+                    Err(BusError::Overloaded(drafts.into()))
                 }
-                Some(_) => Err(BusError::ShuttingDown(drafts)),
+                Some(_) => Err(BusError::ShuttingDown(drafts.into())),
                 None => Err(BusError::Store(error)),
             },
         }
     }
 
     /// A bus without handlers: append (deferred or not) and count.
-    fn publish_without_handlers(&self, drafts: Vec<EventDraft>, deferred: bool) -> Result<AppendOutcome, BusError> {
+    fn publish_without_handlers(&self, drafts: &[EventDraft], deferred: bool) -> Result<AppendOutcome, BusError> {
         let none = &mut |_, _| Ok(());
-        let outcome =
-            if deferred { self.store.append_deferred_with(&drafts, none) } else { self.store.append(&drafts) };
+        let outcome = if deferred { self.store.append_deferred_with(drafts, none) } else { self.store.append(drafts) };
         let outcome = outcome.map_err(BusError::Store)?;
         if let AppendOutcome::Appended(appended) = &outcome {
             self.published.fetch_add(appended.len() as u64, Ordering::Relaxed);
@@ -457,8 +468,8 @@ impl Inner {
         Ok(outcome)
     }
 
-    fn publish_synchronously(&self, drafts: Vec<EventDraft>) -> Result<AppendOutcome, BusError> {
-        let outcome = self.store.append(&drafts).map_err(BusError::Store)?;
+    fn publish_synchronously(&self, drafts: &[EventDraft]) -> Result<AppendOutcome, BusError> {
+        let outcome = self.store.append(drafts).map_err(BusError::Store)?;
         let AppendOutcome::Appended(appended) = &outcome else { return Ok(outcome) };
         self.published.fetch_add(appended.len() as u64, Ordering::Relaxed);
         if let Some(first) = appended.first() {
