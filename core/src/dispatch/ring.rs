@@ -240,15 +240,9 @@ impl<T> Shared<T> {
         self.unpark_all();
     }
 
-    /// Writes the slot of `sequence`; only the holder of a claim covering it (or the solo producer,
-    /// for the sequence it checked) calls this.
-    #[inline]
-    fn store(&self, sequence: u64, value: T) {
-        self.write_in_place(sequence, |slot| *slot = value);
-    }
-
     /// Lets `write` change the slot of `sequence` in place (it holds the value of an earlier lap,
-    /// or `T::default()`); the same callers as [`Shared::store`].
+    /// or `T::default()`); only the holder of a claim covering `sequence` (or the solo producer,
+    /// for the sequence it checked) calls this.
     #[inline]
     fn write_in_place(&self, sequence: u64, write: impl FnOnce(&mut T)) {
         let slot = &self.slots[(sequence & self.mask) as usize];
@@ -508,7 +502,7 @@ impl<T> SoloProducer<T> {
                 PublishError::Full(value)
             });
         }
-        Ok(self.publish_checked(value))
+        Ok(self.publish_checked(|slot| *slot = value))
     }
 
     /// Publishes one event that `write` makes in place in a free slot (see
@@ -518,31 +512,25 @@ impl<T> SoloProducer<T> {
     #[inline]
     pub fn try_publish_with(&mut self, write: impl FnOnce(&mut T)) -> Result<u64, ClaimError> {
         self.check(1)?;
-        let sequence = self.next;
-        let shared = &*self.shared;
-        shared.write_in_place(sequence, write);
-        self.next = sequence + 1;
-        shared.cursor.store(self.next, Ordering::Release);
-        shared.wake_sleepers();
-        Ok(sequence)
+        Ok(self.publish_checked(write))
     }
 
     /// Publishes one value, waiting up to `timeout` for a free slot.
     pub fn publish_timeout(&mut self, value: T, timeout: Duration) -> Result<u64, PublishError<T>> {
         match retry_while_full(timeout, || self.check(1)) {
-            Ok(()) => Ok(self.publish_checked(value)),
+            Ok(()) => Ok(self.publish_checked(|slot| *slot = value)),
             Err(ClaimError::Closed) => Err(PublishError::Closed(value)),
             Err(_) => Err(PublishError::Full(value)),
         }
     }
 
-    /// Writes and publishes one sequence [`SoloProducer::check`] allowed: the whole claim
-    /// protocol for one slot, without a [`Claim`].
+    /// Writes (in place) and publishes one sequence [`SoloProducer::check`] allowed: the whole
+    /// claim protocol for one slot, without a [`Claim`].
     #[inline]
-    fn publish_checked(&mut self, value: T) -> u64 {
+    fn publish_checked(&mut self, write: impl FnOnce(&mut T)) -> u64 {
         let sequence = self.next;
         let shared = &*self.shared;
-        shared.store(sequence, value);
+        shared.write_in_place(sequence, write);
         self.next = sequence + 1;
         shared.cursor.store(self.next, Ordering::Release);
         shared.wake_sleepers();
