@@ -843,8 +843,9 @@ impl Shared {
     /// them too. Under `Always`, first waits (yielding, at most `patience`) until as many
     /// appends wait for an ack as the last fsync covered (`last_batch`): the appenders it
     /// released are appending again, and with more of them than cores they come back one by
-    /// one, so without the wait each fsync took only the first few (5 of 8 writers here). Then yields while appends keep arriving, at most a few times. A lone writer pays
-    /// one `sched_yield` per fsync.
+    /// one, so without the wait each fsync took only the first few (5 of 8 writers here). Then
+    /// yields while appends keep arriving, at most a few times. A lone writer pays one
+    /// `sched_yield` per fsync.
     fn gather_appends(&self, last_batch: u64, patience: Duration) {
         if self.config.durability == Durability::Always && !patience.is_zero() {
             let deadline = Instant::now() + patience;
