@@ -1738,15 +1738,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn deltas_rebuild_the_index_after_a_crash_and_a_full_checkpoint_removes_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(dir.path(), small()).unwrap();
+    /// A log with events 0..300: a full checkpoint at 100, a delta for 100..200, and 200..300
+    /// covered by no file.
+    fn full_checkpoint_then_delta_then_tail(dir: &Path) -> (Log, Vec<Appended>) {
+        let log = Log::open(dir, small()).unwrap();
         let mut written = append_range(&log, 0..100);
         log.checkpoint().unwrap();
         written.extend(append_range(&log, 100..200));
         log.shared.checkpoint_delta().unwrap();
         written.extend(append_range(&log, 200..300));
+        (log, written)
+    }
+
+    #[test]
+    fn deltas_rebuild_the_index_after_a_crash_and_a_full_checkpoint_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut written) = full_checkpoint_then_delta_then_tail(dir.path());
         log.shared.checkpoint_delta().unwrap();
         written.extend(append_range(&log, 300..330)); // a tail no file covers
         assert_eq!(
@@ -1800,12 +1807,7 @@ mod tests {
     #[test]
     fn a_delta_the_segments_disagree_with_is_dropped_not_the_whole_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(dir.path(), small()).unwrap();
-        let mut written = append_range(&log, 0..100);
-        log.checkpoint().unwrap();
-        written.extend(append_range(&log, 100..200));
-        log.shared.checkpoint_delta().unwrap();
-        written.extend(append_range(&log, 200..300));
+        let (log, written) = full_checkpoint_then_delta_then_tail(dir.path());
         log.crash();
         // A well-formed delta (checksum and rows fine) whose offsets point at the wrong records.
         let mut bogus = DeltaBuilder::new(200);
