@@ -164,6 +164,14 @@ impl Hub {
         self.conns.get(&id).map_or(0, |conn| conn.queue.len())
     }
 
+    /// [`SendQueue::shrink_if_idle`] on a connection; the frames it has queued (0 if unknown).
+    pub fn shrink_if_idle(&mut self, id: ConnId) -> usize {
+        self.conns.get_mut(&id).map_or(0, |conn| {
+            conn.queue.shrink_if_idle();
+            conn.queue.len()
+        })
+    }
+
     /// A connection's state (to drain its queue).
     pub fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         self.conns.get_mut(&id)
