@@ -11,7 +11,8 @@
 //!   at or before `P` that reaches it later, so the switch-over has no gap and no duplicate: an
 //!   event after `P` was not yet visible, so its fan-out (which runs after its append, under
 //!   this lock) comes after the subscription;
-//! - a frame is encoded once per broadcast and shared (`Bytes`) by every recipient's queue.
+//! - a frame is encoded once per broadcast, stored once in `frames` and shared by every
+//!   recipient's queue (see [`super::queue`]); a disconnect releases what its queue held.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
@@ -26,7 +27,7 @@ use serde_json::json;
 use super::auth::Identity;
 use super::event::{Priority, WsEvent};
 use super::frame;
-use super::queue::{Push, Queued, SendQueue};
+use super::queue::{FrameId, Frames, Push, Queued, SendQueue};
 use crate::event::time::format_rfc3339_micros;
 use crate::event::EventKind;
 use crate::metrics::latency_histogram;
@@ -80,6 +81,8 @@ pub struct Hub {
     rooms: HashMap<String, Room, Fast>,
     /// Connections with frames to send or a close to make (each once: its `dirty` flag).
     dirty: Vec<ConnId>,
+    /// The frames the queues hold.
+    frames: Frames,
     queue_frames: usize,
     history_size: usize,
     pub counters: HubCounters,
@@ -111,6 +114,7 @@ impl Hub {
             conns: HashMap::default(),
             rooms: HashMap::default(),
             dirty: Vec::new(),
+            frames: Frames::default(),
             queue_frames,
             history_size,
             counters: HubCounters::default(),
@@ -135,7 +139,9 @@ impl Hub {
 
     /// Removes a connection from every room (presence `leave`s go out).
     pub fn disconnect(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.remove(&id) else { return };
+        let Some(mut conn) = self.conns.remove(&id) else { return };
+        conn.queue.clear(&mut self.frames);
+        self.frames.shrink_if_empty();
         for room in conn.rooms.keys() {
             self.leave(id, &conn.identity.user_id, room);
         }
@@ -172,30 +178,48 @@ impl Hub {
         })
     }
 
-    /// A connection's state (to drain its queue).
+    /// A connection's state.
     pub fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         self.conns.get_mut(&id)
     }
 
-    fn push(&mut self, id: ConnId, item: Queued, priority: Priority) -> bool {
-        let Some(conn) = self.conns.get_mut(&id) else { return false };
-        Self::push_to(&mut self.dirty, &mut self.counters, id, conn, item, priority)
+    /// For the reactor: the close to make on a connection, if the hub asked for one; otherwise
+    /// its queued frames are appended to `out`, in order, until `out` holds `limit` bytes.
+    pub fn drain_into(&mut self, id: ConnId, out: &mut Vec<u8>, limit: usize) -> Option<(u16, &'static str)> {
+        let conn = self.conns.get_mut(&id)?;
+        if conn.close.is_some() {
+            return conn.close;
+        }
+        while out.len() < limit && conn.queue.pop_into(&mut self.frames, out) {}
+        None
     }
 
-    /// Queues `item` on `conn` (see [`SendQueue::push`]); whether it was queued.
+    /// Queues one frame on each of `ids` at `priority`.
+    fn push_each(&mut self, ids: &[ConnId], item: Queued, priority: Priority) {
+        let frame = self.frames.add(item);
+        for id in ids {
+            if let Some(conn) = self.conns.get_mut(id) {
+                Self::push_to(&mut self.dirty, &mut self.counters, &mut self.frames, *id, conn, frame, priority);
+            }
+        }
+        self.frames.release(frame);
+    }
+
+    /// Queues `frame` on `conn` (see [`SendQueue::push`]); whether it was queued.
     fn push_to(
         dirty: &mut Vec<ConnId>,
         counters: &mut HubCounters,
+        frames: &mut Frames,
         id: ConnId,
         conn: &mut Conn,
-        item: Queued,
+        frame: FrameId,
         priority: Priority,
     ) -> bool {
         if conn.close.is_some() {
             return false;
         }
         Self::mark(dirty, id, conn);
-        match conn.queue.push(item, priority) {
+        match conn.queue.push(frames, frame, priority) {
             Push::Queued => true,
             Push::DroppedLow => {
                 counters.dropped_low_priority += 1;
@@ -243,7 +267,7 @@ impl Hub {
             (Some("unsubscribe"), Some(room)) => {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     if room != format!("user:{}", conn.identity.user_id) && conn.rooms.remove(&room).is_some() {
-                        conn.queue.forget_room(&room);
+                        conn.queue.forget_room(&mut self.frames, &room);
                         let user = conn.identity.user_id.clone();
                         self.leave(id, &user, &room);
                     }
@@ -286,7 +310,9 @@ impl Hub {
             return;
         }
         for item in items {
-            conn.queue.push_ordered(item);
+            let frame = self.frames.add(item);
+            conn.queue.push_ordered(&mut self.frames, frame);
+            self.frames.release(frame);
         }
     }
 
@@ -389,9 +415,7 @@ impl Hub {
         if member.connections == 1 {
             let others: Vec<ConnId> = entry.conns.iter().copied().filter(|c| *c != id).collect();
             let diff = text(&json!({"op": "join", "room": room, "user_id": user}));
-            for other in others {
-                self.push(other, Queued { frame: diff.clone(), room: None, persistent: false }, Priority::High);
-            }
+            self.push_each(&others, Queued { frame: diff, room: None, persistent: false }, Priority::High);
         }
     }
 
@@ -412,9 +436,7 @@ impl Hub {
         }
         if left {
             let diff = text(&json!({"op": "leave", "room": room, "user_id": user}));
-            for other in others {
-                self.push(other, Queued { frame: diff.clone(), room: None, persistent: false }, Priority::High);
-            }
+            self.push_each(&others, Queued { frame: diff, room: None, persistent: false }, Priority::High);
         }
     }
 
@@ -445,9 +467,10 @@ impl Hub {
             Some(room) => self.rooms.get(room).map(|r| r.conns.iter().copied().collect()).unwrap_or_default(),
             None => self.conns.keys().copied().collect(),
         };
-        let tag: Option<Arc<str>> = room.as_deref().map(Arc::from);
-        let excluded = &event.target.exclude_users;
         let persistent = event.position.is_some();
+        let item = Queued { frame, room: room.as_deref().map(Arc::from), persistent };
+        let frame = self.frames.add(item);
+        let excluded = &event.target.exclude_users;
         let mut delivered = 0;
         for id in recipients {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
@@ -462,11 +485,11 @@ impl Hub {
             if seen {
                 continue;
             }
-            let item = Queued { frame: frame.clone(), room: tag.clone(), persistent };
-            if Self::push_to(&mut self.dirty, &mut self.counters, id, conn, item, event.priority) {
+            if Self::push_to(&mut self.dirty, &mut self.counters, &mut self.frames, id, conn, frame, event.priority) {
                 delivered += 1;
             }
         }
+        self.frames.release(frame);
         self.counters.broadcast += 1;
         self.counters.delivered += delivered as u64;
         let _ = self.fanout_latency.record(started.elapsed().as_nanos().max(1) as u64);
@@ -488,9 +511,17 @@ mod tests {
         Identity { user_id: user.into(), rooms: None }
     }
 
+    /// The frames queued on `id`, one at a time (a limit of one byte more stops after each).
     fn drain(hub: &mut Hub, id: ConnId) -> Vec<serde_json::Value> {
-        let conn = hub.conn_mut(id).unwrap();
-        std::iter::from_fn(|| conn.queue.pop()).map(|f| serde_json::from_slice(frame::payload(&f)).unwrap()).collect()
+        let mut payloads = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            assert_eq!(hub.drain_into(id, &mut out, 1), None);
+            if out.is_empty() {
+                return payloads;
+            }
+            payloads.push(serde_json::from_slice(frame::payload(&out)).unwrap());
+        }
     }
 
     fn event(room: &str, exclude: &[&str], persistent: bool) -> WsEvent {
@@ -593,5 +624,8 @@ mod tests {
         assert!(hub.conn_mut(1).unwrap().close.is_none());
         hub.fan_out(&high);
         assert_eq!(hub.conn_mut(1).unwrap().close, Some((1013, "slow consumer")));
+        assert_eq!(hub.frames.len(), 2, "the dropped frames are freed, the queued ones kept");
+        hub.disconnect(1);
+        assert!(hub.frames.is_empty(), "a disconnect releases what its queue held");
     }
 }

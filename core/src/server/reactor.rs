@@ -359,20 +359,14 @@ impl Reactor {
             tokens.dedup();
             tokens.retain(|token| self.connections.get(token).is_some_and(|c| c.ws.is_some()));
             for token in &tokens {
-                let (Some(connection), Some(conn)) = (self.connections.get_mut(token), hub.conn_mut(token.0)) else {
-                    continue;
-                };
+                let Some(connection) = self.connections.get_mut(token) else { continue };
                 if connection.closing {
                     continue;
                 }
-                if let Some((code, reason)) = conn.close {
+                let limit = connection.sent + WS_OUTPUT_BOUND;
+                if let Some((code, reason)) = hub.drain_into(token.0, &mut connection.output, limit) {
                     connection.output.extend_from_slice(&frame::close(code, reason));
                     connection.closing = true;
-                    continue;
-                }
-                while connection.unsent() < WS_OUTPUT_BOUND {
-                    let Some(frame) = conn.queue.pop() else { break };
-                    connection.output.extend_from_slice(&frame);
                 }
             }
             tokens
