@@ -7,7 +7,8 @@
 //! turn first settles that fsync, so a client reads its own writes.
 //!
 //! WebSocket connections with frames queued in the hub wait in one line (`to_pump`), served in
-//! order for at most [`PUMP_BUDGET`] per turn, each with one write of all its queued frames
+//! order for at most [`PUMP_BUDGET`] per turn (or as long as the rest of the turn took), each
+//! with one write of all its queued frames
 //! (up to [`WS_OUTPUT_BOUND`]); connections a client just talked to go to the front. Under a
 //! broadcast to many connections a turn therefore reads new requests between slices of the
 //! fan-out, and each connection's write carries what arrived since its last one: at 1,000
@@ -64,14 +65,15 @@ const MAX_ANSWERS_PER_TURN: usize = 256;
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Bytes of a WebSocket connection's frames moved from its priority queue to its socket buffer
 /// at a time: the rest wait in the queue, where a higher priority can still overtake them.
-const WS_OUTPUT_BOUND: usize = 256 * 1024;
+const WS_OUTPUT_BOUND: usize = 64 * 1024;
 /// WebSocket connections drained per hold of the hub's lock (it is not held while they are sent).
 const PUMP_CHUNK: usize = 64;
-/// How long a turn may spend sending WebSocket frames before it reads again. Connections not
+/// How long a turn may spend sending WebSocket frames before it reads again, at least: as long
+/// as the rest of the turn took, if that was longer (so sending keeps up with what the turn's
+/// requests queue: a flood of subscriptions with large presence replies, say). Connections not
 /// reached wait in line for the next turn, their queues gathering frames meanwhile: under a
-/// steady fan-out each connection is written less often and with more frames per write, which
-/// is what a write costs the kernel (for as long as their queues allow: when one fills, its
-/// connection is served more slowly than frames arrive, and that is a slow consumer anyway).
+/// steady fan-out each connection is written less often and with more frames per write, and a
+/// write's cost to the kernel is mostly per write.
 const PUMP_BUDGET: Duration = Duration::from_micros(500);
 /// How long a closing WebSocket connection may take to send its close and see the peer's.
 const WS_CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -262,6 +264,7 @@ impl Reactor {
                 }
             }
             let shutting_down = shutdown_deadline.is_some();
+            let turn_started = Instant::now();
             let mut turn = Turn::new();
             // (token, whether to read it): connections left unread last turn, and this turn's.
             let mut touched: Vec<(Token, bool)> = self.unread.drain(..).map(|token| (token, true)).collect();
@@ -320,7 +323,7 @@ impl Reactor {
                 }
             }
             if self.ws_connections > 0 {
-                self.pump(&touched);
+                self.pump(&touched, turn_started.elapsed().max(PUMP_BUDGET));
             }
             if self.stop.load(Ordering::Acquire) && shutdown_deadline.is_none() {
                 shutdown_deadline = Some(Instant::now() + self.settings.shutdown_timeout);
@@ -383,9 +386,9 @@ impl Reactor {
 
     /// Moves queued frames of WebSocket connections into their output, within
     /// [`WS_OUTPUT_BOUND`], and sends; makes the closes the hub asked for. Connections are
-    /// served in line (those the hub marked, and this turn's `touched`) for at most
-    /// [`PUMP_BUDGET`]; the rest wait for the next turn, which first reads what clients sent.
-    fn pump(&mut self, touched: &[(Token, bool)]) {
+    /// served in line (those the hub marked, and this turn's `touched`) for at most `budget`;
+    /// the rest wait for the next turn, which first reads what clients sent.
+    fn pump(&mut self, touched: &[(Token, bool)], budget: Duration) {
         let started = Instant::now();
         let dirty = self.system.realtime().hub().take_dirty();
         for id in dirty {
@@ -395,7 +398,7 @@ impl Reactor {
             self.schedule_pump(token, true);
         }
         let mut chunk: Vec<(Token, bool)> = Vec::with_capacity(PUMP_CHUNK);
-        while !self.to_pump.is_empty() && started.elapsed() < PUMP_BUDGET {
+        while !self.to_pump.is_empty() && started.elapsed() < budget {
             chunk.clear();
             {
                 let mut hub = self.system.realtime().hub();
