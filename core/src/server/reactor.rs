@@ -8,8 +8,9 @@
 //!
 //! WebSocket connections with frames queued in the hub wait in one line (`to_pump`), served in
 //! order for at most [`PUMP_BUDGET`] per turn (or as long as the rest of the turn took), each
-//! with one write of all its queued frames
-//! (up to [`WS_OUTPUT_BOUND`]); connections a client just talked to go to the front. Under a
+//! with one write of all its queued frames (up to [`WS_OUTPUT_BOUND`], gathered in one send
+//! buffer; the connection's own output keeps only what the socket did not take); connections a
+//! client just talked to go to the front. Under a
 //! broadcast to many connections a turn therefore reads new requests between slices of the
 //! fan-out, and each connection's write carries what arrived since its last one: at 1,000
 //! subscribers, writes of hundreds of frames instead of about thirty, and the server about
@@ -66,8 +67,6 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Bytes of a WebSocket connection's frames moved from its priority queue to its socket buffer
 /// at a time: the rest wait in the queue, where a higher priority can still overtake them.
 const WS_OUTPUT_BOUND: usize = 64 * 1024;
-/// WebSocket connections drained per hold of the hub's lock (it is not held while they are sent).
-const PUMP_CHUNK: usize = 64;
 /// How long a turn may spend sending WebSocket frames before it reads again, at least: as long
 /// as the rest of the turn took, if that was longer (so sending keeps up with what the turn's
 /// requests queue: a flood of subscriptions with large presence replies, say). Connections not
@@ -103,6 +102,8 @@ pub(super) struct Reactor {
     ws_connections: usize,
     /// Where reads land before they are appended to a connection's input.
     scratch: Box<[u8]>,
+    /// Where a WebSocket connection's queued frames are gathered for one write.
+    send_buffer: Vec<u8>,
     system: Arc<System>,
     settings: Settings,
     stop: Arc<AtomicBool>,
@@ -235,6 +236,7 @@ impl Reactor {
             to_pump: VecDeque::new(),
             ws_connections: 0,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            send_buffer: Vec::new(),
             system,
             settings,
             stop: Arc::new(AtomicBool::new(false)),
@@ -397,38 +399,40 @@ impl Reactor {
         for &(token, _) in touched {
             self.schedule_pump(token, true);
         }
-        let mut chunk: Vec<(Token, bool)> = Vec::with_capacity(PUMP_CHUNK);
-        while !self.to_pump.is_empty() && started.elapsed() < budget {
-            chunk.clear();
-            {
-                let mut hub = self.system.realtime().hub();
-                while chunk.len() < PUMP_CHUNK {
-                    let Some(token) = self.to_pump.pop_front() else { break };
-                    let Some(connection) = self.connections.get_mut(&token) else { continue };
-                    connection.pump_scheduled = false;
-                    let mut more = false;
-                    if !connection.closing {
-                        let limit = connection.sent + WS_OUTPUT_BOUND;
-                        match hub.drain_into(token.0, &mut connection.output, limit) {
-                            Drained::Frames { more_queued } => more = more_queued,
-                            Drained::Close(code, reason) => {
-                                connection.output.extend_from_slice(&frame::close(code, reason));
-                                connection.closing = true;
-                            }
-                        }
+        while started.elapsed() < budget {
+            let Some(token) = self.to_pump.pop_front() else { break };
+            let Some(connection) = self.connections.get_mut(&token) else { continue };
+            connection.pump_scheduled = false;
+            let mut more = false;
+            if !connection.closing {
+                // With nothing unsent, the frames go through the reactor's one send buffer,
+                // which stays in cache, instead of the connection's own; only what the socket
+                // does not take is kept there.
+                let direct = connection.unsent() == 0;
+                let (target, limit) = if direct {
+                    self.send_buffer.clear();
+                    (&mut self.send_buffer, WS_OUTPUT_BOUND)
+                } else {
+                    (&mut connection.output, connection.sent + WS_OUTPUT_BOUND)
+                };
+                // The hub's lock is held while frames are copied, not while they are sent.
+                match self.system.realtime().hub().drain_into(token.0, target, limit) {
+                    Drained::Frames { more_queued } => more = more_queued,
+                    Drained::Close(code, reason) => {
+                        connection.output.extend_from_slice(&frame::close(code, reason));
+                        connection.closing = true;
                     }
-                    chunk.push((token, more));
+                }
+                if direct && !self.send_buffer.is_empty() {
+                    connection.send_or_keep(&self.send_buffer);
                 }
             }
-            for &(token, more) in &chunk {
-                let Some(connection) = self.connections.get_mut(&token) else { continue };
-                if connection.flush_ws() {
-                    self.close(token);
-                } else if more && connection.unsent() == 0 {
-                    // Sent everything it was given with frames still queued: in line again
-                    // (with output left, the socket's writable edge brings it back).
-                    self.schedule_pump(token, false);
-                }
+            if connection.flush_ws() {
+                self.close(token);
+            } else if more && connection.unsent() == 0 {
+                // Sent everything it was given with frames still queued: in line again
+                // (with output left, the socket's writable edge brings it back).
+                self.schedule_pump(token, false);
             }
         }
     }
@@ -812,6 +816,21 @@ impl Connection {
         }
         // After every complete request's answer: it is for the partial request that follows.
         self.output.append(&mut self.interim);
+    }
+
+    /// Sends `bytes` now, with nothing unsent before them; what the socket does not take is
+    /// kept in `output` (all of it after an error: the next flush sees the error again).
+    fn send_or_keep(&mut self, bytes: &[u8]) {
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match self.stream.write(&bytes[sent..]) {
+                Ok(0) => break,
+                Ok(written) => sent += written,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.output.extend_from_slice(&bytes[sent..]);
     }
 
     /// Sends what it can. Returns whether the connection is finished and must be closed.
