@@ -324,7 +324,9 @@ impl Reactor {
                     self.unread.push(token);
                 }
             }
-            if self.ws_connections > 0 {
+            // Also with no WebSocket connection left: the line may still hold the tokens of
+            // closed ones, and a turn does not wait for readiness while it holds anything.
+            if self.ws_connections > 0 || !self.to_pump.is_empty() {
                 self.pump(&touched, turn_started.elapsed().max(PUMP_BUDGET));
             }
             if self.stop.load(Ordering::Acquire) && shutdown_deadline.is_none() {
