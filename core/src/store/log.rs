@@ -77,11 +77,11 @@ struct Shared {
     failure: OnceLock<String>,
     snapshots: SnapshotStore,
     recorder: Recorder,
+    events_since_checkpoint: AtomicU64,
     /// What the checkpoint files on disk cover; held while one is written.
     checkpointed: Mutex<Checkpointed>,
     /// `checkpointed.end`, readable under the append lock (which may not take `checkpointed`):
-    /// retention deletes only segments whose records are all below it; `appended` minus it is
-    /// what the next checkpoint would add.
+    /// retention deletes only segments whose records are all below it.
     checkpoint_covers: AtomicU64,
     /// Set when retention kept a segment only because no checkpoint file covers it yet: the
     /// maintenance thread then writes one and applies retention again.
@@ -292,6 +292,7 @@ impl Log {
             failure: OnceLock::new(),
             snapshots,
             recorder,
+            events_since_checkpoint: AtomicU64::new(next_position - checkpointed.end),
             checkpoint_covers: AtomicU64::new(checkpointed.end),
             checkpointed: Mutex::new(checkpointed),
             retention_waits: AtomicBool::new(false),
@@ -615,12 +616,7 @@ impl Shared {
             }
         }
         // The checksums were just computed from these bytes: readers need not check them again.
-        // A plain load and store (a compare-exchange waited for this append's stores to drain):
-        // a reader moves `verified` only from an offset below `written`, which is `start`, so
-        // when it is `start` nobody else can move it meanwhile.
-        if segment.verified.load(Ordering::Acquire) == start {
-            segment.verified.store(start + batch_bytes, Ordering::Release);
-        }
+        let _ = segment.verified.compare_exchange(start, start + batch_bytes, Ordering::AcqRel, Ordering::Relaxed);
         segment.written.store(start + batch_bytes, Ordering::Release);
         // Once the whole segment is populated there is nothing to ask for (a wake-up per
         // append near the end of a segment cost a futex call each).
@@ -641,6 +637,7 @@ impl Shared {
         if self.config.durability == Durability::Always && wait_fsync {
             self.wait_durable(end)?;
         }
+        self.events_since_checkpoint.fetch_add(drafts.len() as u64, Ordering::Relaxed);
         self.recorder.record_append(elapsed_since(clock_ns));
         Ok(AppendOutcome::Appended(results))
     }
@@ -942,6 +939,8 @@ impl Shared {
         *checkpointed = Checkpointed { end: data.next_position, deltas: 0 };
         self.checkpoint_covers.store(data.next_position, Ordering::Release);
         delta::remove_deltas(dir)?;
+        self.events_since_checkpoint
+            .store(self.appended.load(Ordering::Acquire) - data.next_position, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1046,6 +1045,7 @@ impl Shared {
         data.write(dir)?;
         *checkpointed = Checkpointed { end, deltas: checkpointed.deltas + 1 };
         self.checkpoint_covers.store(end, Ordering::Release);
+        self.events_since_checkpoint.store(self.appended.load(Ordering::Acquire) - end, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1056,7 +1056,9 @@ impl Shared {
         if self.dir.is_none() || self.failure.get().is_some() {
             return Ok(());
         }
-        if self.events_since_checkpoint() > 0 || !self.dir.as_ref().is_some_and(|d| d.join(CHECKPOINT_FILE).exists()) {
+        if self.events_since_checkpoint.load(Ordering::Relaxed) > 0
+            || !self.dir.as_ref().is_some_and(|d| d.join(CHECKPOINT_FILE).exists())
+        {
             self.checkpoint()
         } else {
             self.sync()
@@ -1118,12 +1120,6 @@ impl Shared {
         }
     }
 
-    /// Events appended since what the checkpoint files cover (counted from the positions, so
-    /// an append pays no counter of its own).
-    fn events_since_checkpoint(&self) -> u64 {
-        self.appended.load(Ordering::Acquire).saturating_sub(self.checkpoint_covers.load(Ordering::Acquire))
-    }
-
     /// The background thread: interval fsync, retention by age, periodic checkpoints.
     fn maintain(&self) {
         let tick = match self.config.durability {
@@ -1161,7 +1157,9 @@ impl Shared {
                 }
             }
             let retention_waits = self.retention_waits.swap(false, Ordering::AcqRel);
-            if retention_waits || self.events_since_checkpoint() >= self.config.checkpoint_every_events {
+            if retention_waits
+                || self.events_since_checkpoint.load(Ordering::Relaxed) >= self.config.checkpoint_every_events
+            {
                 let result = self.checkpoint_delta();
                 if let Err(error) = &result {
                     eprintln!("herald: index checkpoint: {error}");
