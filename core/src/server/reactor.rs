@@ -10,12 +10,11 @@
 //! order for at most [`PUMP_BUDGET`] per turn (or as long as the rest of the turn took), each
 //! with one write of all its queued frames (up to [`WS_OUTPUT_BOUND`], gathered in one send
 //! buffer; the connection's own output keeps only what the socket did not take); connections a
-//! client just talked to go to the front. Under a
-//! broadcast to many connections a turn therefore reads new requests between slices of the
-//! fan-out, and each connection's write carries what arrived since its last one: at 1,000
-//! subscribers, writes of hundreds of frames instead of about thirty, and the server about
-//! 1.7 times as fast per CPU-second (a loopback write's cost in the kernel is mostly per write,
-//! not per byte).
+//! client just talked to go to the front. Under a broadcast to many connections a turn
+//! therefore reads new requests between slices of the fan-out, and each connection's write
+//! carries what arrived since its last one: at 1,000 subscribers, writes of hundreds of frames
+//! instead of about thirty, which made the server about 1.7 times as fast per CPU-second (a
+//! loopback write's cost in the kernel is mostly per write, not per byte).
 //!
 //! Bounds, per connection: unparsed input at most the header and body limits plus one read
 //! chunk (the parser refuses anything larger with 413/431 and the connection closes); unsent
@@ -388,8 +387,8 @@ impl Reactor {
         }
     }
 
-    /// Moves queued frames of WebSocket connections into their output, within
-    /// [`WS_OUTPUT_BOUND`], and sends; makes the closes the hub asked for. Connections are
+    /// Sends queued frames of WebSocket connections, one write each of at most
+    /// [`WS_OUTPUT_BOUND`]; makes the closes the hub asked for. Connections are
     /// served in line (those the hub marked, and this turn's `touched`) for at most `budget`;
     /// the rest wait for the next turn, which first reads what clients sent.
     fn pump(&mut self, touched: &[(Token, bool)], budget: Duration) {
