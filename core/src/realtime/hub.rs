@@ -174,8 +174,10 @@ impl Hub {
         }
     }
 
-    /// [`SendQueue::shrink_if_idle`] on a connection; the frames it has queued (0 if unknown).
+    /// [`SendQueue::shrink_if_idle`] on a connection (and the frame table, once no frame is
+    /// queued anywhere); the frames it has queued (0 if unknown).
     pub fn shrink_if_idle(&mut self, id: ConnId) -> usize {
+        self.frames.shrink_if_empty();
         self.conns.get_mut(&id).map_or(0, |conn| {
             conn.queue.shrink_if_idle();
             conn.queue.len()
