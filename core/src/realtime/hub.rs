@@ -58,7 +58,7 @@ pub struct Conn {
     /// Room → live persistent events at or before this position are skipped (replayed or
     /// older than the subscription).
     rooms: HashMap<String, Option<u64>, Fast>,
-    pub queue: SendQueue,
+    queue: SendQueue,
     /// Listed in the hub's `dirty` already.
     dirty: bool,
     /// Set when the connection must be closed (code, reason): its queue overflowed.
@@ -184,8 +184,9 @@ impl Hub {
         })
     }
 
-    /// A connection's state.
-    pub fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+    /// A connection's state (for tests: the reactor drains queues with `drain_into`).
+    #[cfg(test)]
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         self.conns.get_mut(&id)
     }
 

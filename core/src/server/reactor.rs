@@ -538,6 +538,22 @@ impl Reactor {
     }
 }
 
+/// Writes `bytes` until they are all sent, the socket would block, or it fails: how many were
+/// sent, and whether it failed (an error, or a write of nothing).
+fn write_until_blocked(stream: &mut TcpStream, bytes: &[u8]) -> (usize, bool) {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match stream.write(&bytes[sent..]) {
+            Ok(0) => return (sent, true),
+            Ok(written) => sent += written,
+            Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return (sent, true),
+        }
+    }
+    (sent, false)
+}
+
 /// Gives back the memory of an empty buffer a burst grew, so an idle connection holds little.
 fn shrink_idle(buffer: &mut Vec<u8>) {
     if buffer.capacity() > 4 * 1024 && buffer.is_empty() {
@@ -820,30 +836,21 @@ impl Connection {
     }
 
     /// Sends `bytes` now, with nothing unsent before them; what the socket does not take is
-    /// kept in `output` (all of it after an error: the next flush sees the error again).
+    /// kept in `output` (also after an error, which the next flush meets again).
     fn send_or_keep(&mut self, bytes: &[u8]) {
-        let mut sent = 0;
-        while sent < bytes.len() {
-            match self.stream.write(&bytes[sent..]) {
-                Ok(0) => break,
-                Ok(written) => sent += written,
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        self.output.extend_from_slice(&bytes[sent..]);
+        let (written, _) = write_until_blocked(&mut self.stream, bytes);
+        self.output.extend_from_slice(&bytes[written..]);
     }
 
     /// Sends what it can. Returns whether the connection is finished and must be closed.
     fn flush(&mut self) -> bool {
-        while self.sent < self.output.len() {
-            match self.stream.write(&self.output[self.sent..]) {
-                Ok(0) => return true,
-                Ok(written) => self.sent += written,
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return false,
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return true,
-            }
+        let (written, failed) = write_until_blocked(&mut self.stream, &self.output[self.sent..]);
+        self.sent += written;
+        if failed {
+            return true;
+        }
+        if self.sent < self.output.len() {
+            return false;
         }
         self.output.clear();
         self.sent = 0;
