@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,13 +28,13 @@ use super::metrics::Recorder;
 use super::record::{
     classify, frame_len, frame_len_for_body, write_frame, EventView, Frame, RecordFields, FRAME_HEADER_BYTES,
 };
-use super::segment::{io_error, parse_segment_file_name, sync_dir, Segment, SEGMENT_HEADER_BYTES};
+use super::segment::{io_error, parse_segment_file_name, prefetch_for_write, sync_dir, Segment, SEGMENT_HEADER_BYTES};
 use super::snapshot::{SnapshotStore, SNAPSHOT_FILE};
 use super::{
     AppendOutcome, Appended, Durability, EventStore, ReadQuery, ReadSummary, Reserve, Snapshot, StoreConfig,
     StoreError, StoreMetrics, StreamSummary,
 };
-use crate::event::time::now_ns;
+use crate::event::time::{now_ns, WallClock};
 use crate::event::{new_event_id, EventDraft, EventKind, ExpectedVersion, Uuid, ValidationError};
 
 const SEGMENTS_DIR: &str = "segments";
@@ -47,6 +47,8 @@ const MAX_GATHER_WAIT: Duration = Duration::from_millis(1);
 /// How much the prefault thread faults in per call.
 const PREFAULT_STEP_BYTES: usize = 512 * 1024;
 const LOCK_FILE: &str = "LOCK";
+/// The most of a record prefetched before an append (the lines of a typical record).
+const PREFETCH_MAX_BYTES: usize = 1024;
 /// The next segment file, zero-filled ahead of time by the maintenance thread.
 const SPARE_FILE: &str = "spare.tmp";
 
@@ -68,6 +70,9 @@ struct Shared {
     visible: AtomicU64,
     /// Positions below this are written (maybe not durable); lets a syncer see appends arrive.
     appended: AtomicU64,
+    /// Where the next record goes in the map, as far as the last append knew: an address only
+    /// prefetched (see `segment::prefetch_for_write`), never dereferenced; 0 for none.
+    next_write: AtomicUsize,
     commit: Mutex<CommitState>,
     /// Held by a flush while it writes the runs it took from `State::unwritten` (taken while
     /// holding the state lock, so the order is always state, then this): a reader that needs
@@ -120,6 +125,8 @@ struct State {
     active: Arc<Segment>,
     next_position: u64,
     last_timestamp_ns: u64,
+    /// The events' clock (a cycle counter read, not a system clock read, per append).
+    clock: WallClock,
 }
 
 /// Frames waiting for the next flush: `bytes` go at `start` in `segment`.
@@ -277,10 +284,18 @@ impl Log {
         let shared = Arc::new(Shared {
             dir,
             _lock: lock,
-            state: Mutex::new(State { index, unwritten: Vec::new(), active, next_position, last_timestamp_ns }),
+            state: Mutex::new(State {
+                index,
+                unwritten: Vec::new(),
+                active,
+                next_position,
+                last_timestamp_ns,
+                clock: WallClock::new(),
+            }),
             view: RwLock::new(Arc::new(segments)),
             visible: AtomicU64::new(next_position),
             appended: AtomicU64::new(next_position),
+            next_write: AtomicUsize::new(0),
             commit: Mutex::new(CommitState {
                 durable: next_position,
                 syncing: false,
@@ -528,12 +543,14 @@ impl Shared {
         reserve: Reserve<'_>,
         wait_fsync: bool,
     ) -> Result<AppendOutcome, StoreError> {
-        // One clock for the events' timestamp and the append latency: a clock read is a
-        // noticeable part of an append.
-        let clock_ns = now_ns();
-        if drafts.is_empty() {
+        // One clock read for the events' timestamp and the start of the append latency: a
+        // system clock read took 15 % of an append, a cycle counter read takes a third of that.
+        let started = quanta::Instant::now();
+        let Some(first) = drafts.first() else {
             return Err(ValidationError::new("events", "at least one event is required").into());
-        }
+        };
+        // The first record's lines load while the drafts are checked.
+        prefetch_for_write(self.next_write.load(Ordering::Relaxed), frame_len(first).min(PREFETCH_MAX_BYTES));
         let mut batch_bytes = 0usize;
         for draft in drafts {
             draft.validate()?;
@@ -546,6 +563,7 @@ impl Shared {
         if let Some(cause) = self.failure.get() {
             return Err(StoreError::ReadOnly { cause: cause.clone() });
         }
+        let clock_ns = state.clock.unix_ns(started);
         if let Some(original) = self.stored_already(&state, drafts)? {
             drop(state);
             if self.config.durability == Durability::Always && wait_fsync {
@@ -553,7 +571,7 @@ impl Shared {
                 let end = original.iter().map(|a| a.position + 1).max().unwrap_or(0);
                 self.wait_durable(end)?;
             }
-            self.recorder.record_append(elapsed_since(clock_ns));
+            self.recorder.record_append(started.elapsed());
             return Ok(AppendOutcome::AlreadyAppended(original));
         }
         // The results, filled in three steps (versions, ids, positions): one vector per append.
@@ -629,6 +647,9 @@ impl Shared {
         state.last_timestamp_ns = timestamp_ns;
         let end = state.next_position;
         self.appended.store(end, Ordering::Release);
+        if !durable_path {
+            self.next_write.store(segment.address_of(start + batch_bytes), Ordering::Relaxed);
+        }
         if self.config.durability != Durability::Always {
             self.visible.store(end, Ordering::Release);
         }
@@ -638,7 +659,7 @@ impl Shared {
             self.wait_durable(end)?;
         }
         self.events_since_checkpoint.fetch_add(drafts.len() as u64, Ordering::Relaxed);
-        self.recorder.record_append(elapsed_since(clock_ns));
+        self.recorder.record_append(started.elapsed());
         Ok(AppendOutcome::Appended(results))
     }
 
@@ -1245,11 +1266,6 @@ fn generate_ids(index: &Index, drafts: &[EventDraft], timestamp_ns: u64, results
         }
         result.id = id;
     }
-}
-
-/// The time since `start_ns` on the wall clock (zero if the clock stepped back).
-fn elapsed_since(start_ns: u64) -> Duration {
-    Duration::from_nanos(now_ns().saturating_sub(start_ns))
 }
 
 /// Whether a scanned record's id may have been generated by the log (a UUIDv7 no later than
