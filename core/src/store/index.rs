@@ -23,6 +23,7 @@ use std::path::Path;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
+use super::prefault::PrefaultQueue;
 use super::record::{read_u32, read_u64};
 use super::segment::{io_error, sync_dir};
 use super::StoreError;
@@ -65,10 +66,10 @@ impl IdIndex {
 
     /// Adds an id that is not in the index; `generated` ids go to the ordered part if they sort
     /// after its last id.
-    pub fn insert(&mut self, id: Uuid, entry: IdEntry, generated: bool) {
+    pub fn insert(&mut self, id: Uuid, entry: IdEntry, generated: bool, prefault: &mut PrefaultQueue) {
         let key = id.as_u128();
         if generated && id.get_version_num() == 7 && self.ordered.last().is_none_or(|last| key > last.id) {
-            self.ordered.push(OrderedId { id: key, entry });
+            prefault.push(&mut self.ordered, OrderedId { id: key, entry });
         } else {
             self.unordered.insert(id, entry);
         }
@@ -113,6 +114,9 @@ pub(crate) struct Index {
     pub ids: IdIndex,
     pub streams: HashMap<Box<str>, Vec<u64>, Hasher>,
     pub types: HashMap<Box<str>, [Vec<u64>; 3], Hasher>,
+    /// The fresh capacity of the vectors above (and of the segments' offsets), for the
+    /// prefault thread.
+    pub prefault: PrefaultQueue,
 }
 
 /// The slot of a kind in a `[_; 3]` per-kind array.
@@ -138,12 +142,12 @@ impl Index {
         position: u64,
         aggregate_version: u64,
     ) {
-        self.ids.insert(id, IdEntry { position, aggregate_version }, generated);
+        self.ids.insert(id, IdEntry { position, aggregate_version }, generated, &mut self.prefault);
         if kind == EventKind::Domain {
             push_version(&mut self.streams, aggregate_id, position, aggregate_version);
         }
         match self.types.get_mut(event_type) {
-            Some(lists) => lists[kind_slot(kind)].push(position),
+            Some(lists) => self.prefault.push(&mut lists[kind_slot(kind)], position),
             None => {
                 let mut lists: [Vec<u64>; 3] = Default::default();
                 lists[kind_slot(kind)].push(position);
@@ -390,6 +394,7 @@ impl Index {
             ids: IdIndex::with_capacity(ordered_ids as usize, data.ids.len() - ordered_ids as usize),
             streams: HashMap::with_capacity_and_hasher(data.streams.len(), Hasher::default()),
             types: HashMap::with_capacity_and_hasher(data.types.len(), Hasher::default()),
+            prefault: PrefaultQueue::default(),
         };
         let ordered = ordered_ids;
         for (at, row) in data.ids.iter().enumerate() {
@@ -397,6 +402,7 @@ impl Index {
                 Uuid::from_bytes(row.id),
                 IdEntry { position: row.position.to_native(), aggregate_version: row.aggregate_version.to_native() },
                 (at as u64) < ordered,
+                &mut index.prefault,
             );
         }
         for row in data.streams.iter() {

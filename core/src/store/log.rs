@@ -10,7 +10,7 @@
 //! Data directory: `LOCK` (an exclusive `flock` while open), `segments/` (segment files only),
 //! `index.ckpt` and `snapshots.dat`. Any other entry is refused at open, naming it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,7 @@ use super::cursor::{decode_at, decode_record, locate, Cursor, Source};
 use super::delta::{self, ArchivedDeltaData, DeltaBuilder, DeltaRecord, MAX_DELTAS};
 use super::index::{archived, ArchivedCheckpointData, CheckpointData, IdEntry, Index, SegmentState, CHECKPOINT_FILE};
 use super::metrics::Recorder;
+use super::prefault;
 use super::record::{
     classify, frame_len, frame_len_for_body, write_frame, EventView, Frame, RecordFields, FRAME_HEADER_BYTES,
 };
@@ -625,7 +626,7 @@ impl Shared {
             let mut offsets = segment.offsets.write();
             let mut at = 0usize;
             for (draft, result) in drafts.iter().zip(&results) {
-                offsets.push((start + at) as u32);
+                state.index.prefault.push(&mut offsets, (start + at) as u32);
                 at += frame_len(draft);
                 let generated = draft.id.is_none();
                 let (kind, event_type, aggregate_id) = (draft.kind, &draft.event_type, &draft.aggregate_id);
@@ -639,7 +640,9 @@ impl Shared {
         // Once the whole segment is populated there is nothing to ask for (a wake-up per
         // append near the end of a segment cost a futex call each).
         let populated = segment.populated.load(Ordering::Relaxed);
-        if populated < segment.capacity() && start + batch_bytes + PREFAULT_WINDOW_BYTES / 2 > populated {
+        if (populated < segment.capacity() && start + batch_bytes + PREFAULT_WINDOW_BYTES / 2 > populated)
+            || !state.index.prefault.is_empty()
+        {
             self.prefault_wanted.notify_one();
         }
         segment.last_timestamp_ns.store(timestamp_ns, Ordering::Relaxed);
@@ -1090,32 +1093,53 @@ impl Shared {
     /// Not under `Always` on disk: that path writes with pwrite, and writable mappings of its
     /// pages would make every fsync pay for write-protecting them again.
     fn prefault(&self) {
-        if self.config.durability == Durability::Always && self.dir.is_some() {
-            return;
-        }
+        // Under `Always` on disk segments are written with pwrite, not through the map; and
+        // where the kernel cannot populate, the writer faults its pages in itself.
+        let mut segments = !(self.config.durability == Durability::Always && self.dir.is_some());
+        // Index memory still to populate: a step at a time, between segment steps, so a big
+        // region does not hold the segment's window back.
+        let mut grown = VecDeque::new();
         loop {
             {
                 let mut stop = self.stop.lock();
                 if *stop {
                     return;
                 }
-                self.prefault_wanted.wait_for(&mut stop, Duration::from_millis(100));
-                if *stop {
-                    return;
+                if grown.is_empty() {
+                    self.prefault_wanted.wait_for(&mut stop, Duration::from_millis(100));
+                    if *stop {
+                        return;
+                    }
                 }
             }
-            let Some(segment) = self.view.read().last().cloned() else { continue };
-            let target = (segment.written.load(Ordering::Acquire) + PREFAULT_WINDOW_BYTES).min(segment.capacity());
-            // In steps, each published as it completes: the writer, which may be right behind
-            // (a fresh segment starts with nothing populated), faults only on the step in progress.
-            while segment.populated.load(Ordering::Acquire) < target {
-                let from = segment.populated.load(Ordering::Acquire).max(segment.written.load(Ordering::Acquire));
-                let step_end = from + PREFAULT_STEP_BYTES;
-                if !segment.populate(step_end.min(target)) {
-                    return;
+            grown.extend(self.state.lock().index.prefault.take());
+            if segments {
+                if let Some(segment) = self.view.read().last().cloned() {
+                    segments = self.populate_ahead(&segment);
                 }
+            }
+            if let Some(region) = grown.pop_front() {
+                let (step, rest) = region.split(PREFAULT_STEP_BYTES);
+                if let Some(rest) = rest {
+                    grown.push_front(rest);
+                }
+                prefault::populate(step);
             }
         }
+    }
+
+    /// Faults in `segment` up to a window past its writer, in steps, each published as it
+    /// completes: the writer, which may be right behind (a fresh segment starts with nothing
+    /// populated), faults only on the step in progress. False where the kernel cannot.
+    fn populate_ahead(&self, segment: &Segment) -> bool {
+        let target = (segment.written.load(Ordering::Acquire) + PREFAULT_WINDOW_BYTES).min(segment.capacity());
+        while segment.populated.load(Ordering::Acquire) < target {
+            let from = segment.populated.load(Ordering::Acquire).max(segment.written.load(Ordering::Acquire));
+            if !segment.populate((from + PREFAULT_STEP_BYTES).min(target)) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Under `Always`, zero-fills the next segment file once the active one is half full, so the

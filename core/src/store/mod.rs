@@ -25,6 +25,7 @@ mod error;
 mod index;
 mod log;
 mod metrics;
+mod prefault;
 mod record;
 mod segment;
 mod snapshot;
