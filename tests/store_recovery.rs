@@ -622,6 +622,42 @@ fn a_flipped_bit_in_a_segment_header_fails_open_naming_the_file() {
 }
 
 #[test]
+fn a_last_segment_whose_creation_never_reached_the_disk_recovers_its_records() {
+    // A roll syncs the new segment's header and name after it (off the append path), so an OS
+    // crash can leave the last segment with an all-zero header. Open writes the header back and
+    // keeps every record that did reach the disk; a sealed segment's zero header stays an error.
+    let original = tempfile::tempdir().expect("a temporary directory");
+    let appended = build_log(original.path(), 30);
+    let segments = segment_files(original.path());
+    assert!(segments.len() >= 3, "the log spans several segments");
+    for keep_checkpoint in [false, true] {
+        let copy = copy_of(original.path());
+        if !keep_checkpoint {
+            remove_checkpoint(copy.path());
+        }
+        let last = copy.path().join("segments").join(segments[segments.len() - 1].file_name().unwrap_or_default());
+        let mut bytes = fs::read(&last).expect("read the last segment");
+        bytes[..SEGMENT_HEADER_BYTES].fill(0);
+        fs::write(&last, &bytes).expect("write the last segment");
+        let log = open(copy.path());
+        assert_events(&log, &appended);
+        let more = append(&log, &[30, 31]);
+        assert_eq!(more[0].position, 30);
+        close(log);
+        assert_eq!(fs::read(&last).expect("read the last segment")[..8], *b"HERALDSG", "the header is back");
+
+        let sealed = copy.path().join("segments").join(segments[0].file_name().unwrap_or_default());
+        let mut bytes = fs::read(&sealed).expect("read the first segment");
+        bytes[..SEGMENT_HEADER_BYTES].fill(0);
+        fs::write(&sealed, &bytes).expect("write the first segment");
+        match open_error(copy.path()) {
+            StoreError::Corruption { file, .. } if file == sealed => {}
+            other => panic!("a sealed segment without a header: expected corruption naming it, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn foreign_files_are_refused_by_name() {
     // Proves that a stray file in the data directory or in segments/ fails open naming it, and removing it heals.
     let original = tempfile::tempdir().expect("a temporary directory");

@@ -134,9 +134,13 @@ impl Segment {
         file.sync_all().map_err(io_error(context))
     }
 
-    /// Makes a durable segment file from a prepared one (`spare`, see [`Segment::prepare_file`])
-    /// or, without one, from a file zero-filled now: rename into place, write and fsync the
-    /// header, fsync the directory. A crash leaves either no segment file or one with a header.
+    /// Makes a segment file from a prepared one (`spare`, see [`Segment::prepare_file`]) or,
+    /// without one, from a file zero-filled now: write the header, rename into place. Nothing is
+    /// fsynced here (a roll must not wait for the disk under the append lock):
+    /// [`Segment::sync_creation`] makes the header and the name durable, and must run before
+    /// anything in the segment is synced or another segment is created. Until then a crash
+    /// leaves no segment file (the temporary one is removed at open) or this one with its
+    /// header all zeros, which [`Segment::open`] takes for the last segment's unsynced creation.
     ///
     /// Without a spare, `zero_fill` chooses between a zero-filled file (for `Always` durability)
     /// and a sparse one (`set_len`: instant, but each fsync then also journals block allocations).
@@ -172,10 +176,19 @@ impl Segment {
         }
         std::os::unix::fs::FileExt::write_all_at(&file, &header(first_position, capacity as u64), 0)
             .map_err(io_error(context.clone()))?;
-        file.sync_data().map_err(io_error(context.clone()))?;
         std::fs::rename(&source, &path).map_err(io_error(context))?;
-        sync_dir(dir)?;
         Self::map_file(file, path, first_position, SEGMENT_HEADER_BYTES)
+    }
+
+    /// Makes the header and the name of a segment [`Segment::create`] made durable: fsyncs the
+    /// file's data, then its directory.
+    pub fn sync_creation(&self) -> Result<(), StoreError> {
+        let (Mapping::File(_, file), Some(path)) = (&self.mapping, &self.path) else { return Ok(()) };
+        file.sync_data().map_err(io_error(format!("fsync segment {}", path.display())))?;
+        match path.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
     }
 
     /// Opens an existing segment file, checking its header. The last segment (`writable`) is
@@ -192,6 +205,14 @@ impl Segment {
             return Err(corrupt(format!("file is {length} bytes, shorter than the segment header")));
         }
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut raw, 0).map_err(io_error(context.clone()))?;
+        if writable && raw.iter().all(|&byte| byte == 0) {
+            // The last segment's creation was never synced (see `Segment::create`): its name
+            // reached the disk, its header did not. The name says where it starts; records that
+            // did reach the disk are found by the scan, each checked against its checksum.
+            raw = header(first_position, current_length);
+            std::os::unix::fs::FileExt::write_all_at(&file, &raw, 0).map_err(io_error(context.clone()))?;
+            file.sync_data().map_err(io_error(context.clone()))?;
+        }
         if &raw[0..8] != SEGMENT_MAGIC {
             return Err(corrupt("not a Herald segment (bad magic)".into()));
         }
@@ -425,5 +446,20 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let error = Segment::open(&path, 5, false, 4096).err().unwrap().to_string();
         assert!(error.contains("header checksum"), "{error}");
+    }
+
+    #[test]
+    fn an_all_zero_header_is_an_unsynced_creation_on_the_last_segment_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(segment_file_name(9));
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        let error = Segment::open(&path, 9, false, 8192).err().unwrap().to_string();
+        assert!(error.contains("bad magic"), "a sealed segment's header must be there: {error}");
+
+        let segment = Segment::open(&path, 9, true, 8192).unwrap();
+        assert_eq!((segment.first_position, segment.capacity()), (9, 8192));
+        drop(segment);
+        // The header was written back: the file now opens as a sealed segment too.
+        assert!(Segment::open(&path, 9, false, 8192).is_ok());
     }
 }
