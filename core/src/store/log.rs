@@ -99,15 +99,17 @@ struct Shared {
     acks_waiting: AtomicU64,
     /// A prepared segment file ready for the next roll, if the maintenance thread made one.
     spare: Mutex<Option<PathBuf>>,
-    /// The segment the last roll created, until its header and name are synced (by the
-    /// prefault thread soon after the roll, or by the next flush or roll, whichever comes
-    /// first). A roll never waits for the disk under the append lock: with a checkpoint's
+    /// The segment the last roll created, until its header and name are synced (by its own
+    /// thread right after the roll, or by the next flush, roll or close, whichever comes
+    /// first; not by the prefault thread, which must not wait for the disk). A roll never waits for the disk under the append lock: with a checkpoint's
     /// fsync in flight, the two fsyncs of a roll took up to 140 ms. At most one is pending (a
     /// roll syncs the one before), so segment files reach the disk in order. Held while syncing.
     unsynced_creation: Mutex<Option<Arc<Segment>>>,
     stop: Mutex<bool>,
     stop_signal: Condvar,
     prefault_wanted: Condvar,
+    /// Wakes the thread that syncs a new segment's creation (see `unsynced_creation`).
+    segment_created: Condvar,
     #[cfg(test)]
     fail_syncs: AtomicBool,
     /// Set by `Log::crash` in tests: drop without the closing sync and checkpoint.
@@ -325,6 +327,7 @@ impl Log {
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
             prefault_wanted: Condvar::new(),
+            segment_created: Condvar::new(),
             #[cfg(test)]
             fail_syncs: AtomicBool::new(false),
             #[cfg(test)]
@@ -341,6 +344,7 @@ impl Log {
         let mut threads = vec![spawn("herald-prefault", Shared::prefault)];
         if shared.dir.is_some() {
             threads.push(spawn("herald-store", Shared::maintain));
+            threads.push(spawn("herald-create", Shared::sync_creations));
         }
         Log { shared, threads }
     }
@@ -511,6 +515,7 @@ impl Log {
         *self.shared.stop.lock() = true;
         self.shared.stop_signal.notify_all();
         self.shared.prefault_wanted.notify_all();
+        self.shared.segment_created.notify_all();
         for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
@@ -767,7 +772,9 @@ impl Shared {
         });
         if self.dir.is_some() {
             *self.unsynced_creation.lock() = Some(Arc::clone(&segment));
-            self.prefault_wanted.notify_one();
+            // Under its lock, so the thread cannot miss it between its check and its wait.
+            let _stop = self.stop.lock();
+            self.segment_created.notify_one();
         }
         let mut view = self.view.write();
         let mut segments = Vec::clone(&view);
@@ -776,6 +783,27 @@ impl Shared {
         *view = Arc::new(segments);
         state.active = Arc::clone(&segment);
         Ok(segment)
+    }
+
+    /// The `herald-create` thread: syncs each new segment's creation right after its roll.
+    fn sync_creations(&self) {
+        loop {
+            {
+                let mut stop = self.stop.lock();
+                if *stop {
+                    return;
+                }
+                if self.unsynced_creation.lock().is_none() {
+                    self.segment_created.wait_for(&mut stop, Duration::from_secs(1));
+                }
+                if *stop {
+                    return;
+                }
+            }
+            if let Err(error) = self.sync_creation() {
+                let _ = self.failure.set(error.to_string());
+            }
+        }
     }
 
     /// Syncs the header and the name of the segment the last roll created, if nobody has yet.
@@ -1135,9 +1163,6 @@ impl Shared {
                         return;
                     }
                 }
-            }
-            if let Err(error) = self.sync_creation() {
-                let _ = self.failure.set(error.to_string());
             }
             grown.extend(self.state.lock().index.prefault.take());
             if segments {
