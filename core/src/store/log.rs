@@ -23,7 +23,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::cursor::{decode_at, decode_record, locate, Cursor, Source};
 use super::delta::{self, ArchivedDeltaData, DeltaBuilder, DeltaRecord, MAX_DELTAS};
-use super::index::{archived, ArchivedCheckpointData, CheckpointData, IdEntry, Index, SegmentState, CHECKPOINT_FILE};
+use super::index::{
+    archived, ArchivedCheckpointData, CheckpointData, IdEntry, Index, SegmentState, StreamSlot, CHECKPOINT_FILE,
+};
 use super::metrics::Recorder;
 use super::prefault;
 use super::record::{
@@ -136,6 +138,8 @@ struct State {
     last_timestamp_ns: u64,
     /// The events' clock (a cycle counter read, not a system clock read, per append).
     clock: WallClock,
+    /// Scratch for one append: each draft's stream slot, from the version check to the index.
+    stream_slots: Vec<Option<StreamSlot>>,
 }
 
 /// Frames waiting for the next flush: `bytes` go at `start` in `segment`.
@@ -300,6 +304,7 @@ impl Log {
                 next_position,
                 last_timestamp_ns,
                 clock: WallClock::new(),
+                stream_slots: Vec::new(),
             }),
             view: RwLock::new(Arc::new(segments)),
             visible: AtomicU64::new(next_position),
@@ -588,7 +593,8 @@ impl Shared {
             return Ok(AppendOutcome::AlreadyAppended(original));
         }
         // The results, filled in three steps (versions, ids, positions): one vector per append.
-        let mut results = assign_versions(&state.index, drafts)?;
+        let State { index, stream_slots, .. } = &mut *state;
+        let mut results = assign_versions(index, drafts, stream_slots)?;
         // The timestamp the records get, which never goes back, so generated ids do not either.
         generate_ids(&state.index, drafts, clock_ns.max(state.last_timestamp_ns), &mut results);
         let segment = self.room_for(&mut state, batch_bytes)?;
@@ -637,13 +643,14 @@ impl Shared {
         {
             let mut offsets = segment.offsets.write();
             let mut at = 0usize;
-            for (draft, result) in drafts.iter().zip(&results) {
-                state.index.prefault.push(&mut offsets, (start + at) as u32);
+            let State { index, stream_slots, .. } = &mut *state;
+            for ((draft, result), &stream) in drafts.iter().zip(&results).zip(stream_slots.iter()) {
+                index.prefault.push(&mut offsets, (start + at) as u32);
                 at += frame_len(draft);
                 let generated = draft.id.is_none();
                 let (kind, event_type, aggregate_id) = (draft.kind, &draft.event_type, &draft.aggregate_id);
                 let Appended { id, position, aggregate_version } = *result;
-                state.index.insert(id, generated, kind, event_type, aggregate_id, position, aggregate_version);
+                index.insert(id, generated, kind, event_type, aggregate_id, position, aggregate_version, stream);
             }
         }
         // The checksums were just computed from these bytes: readers need not check them again.
@@ -1351,7 +1358,13 @@ fn looks_generated(id: Uuid, timestamp_ns: u64) -> bool {
 }
 
 /// The drafts' results with their aggregate versions (ids and positions come later).
-fn assign_versions(index: &Index, drafts: &[EventDraft]) -> Result<Vec<Appended>, StoreError> {
+/// `slots` gets each draft's stream slot (`None` for a new stream or a kind without one).
+fn assign_versions(
+    index: &Index,
+    drafts: &[EventDraft],
+    slots: &mut Vec<Option<StreamSlot>>,
+) -> Result<Vec<Appended>, StoreError> {
+    slots.clear();
     // Only a batch needs it (making one costs a seed per append); sized up front (growing it
     // rehashed every key on the way).
     let mut in_batch: Option<HashMap<&str, u64, foldhash::fast::RandomState>> =
@@ -1361,11 +1374,14 @@ fn assign_versions(index: &Index, drafts: &[EventDraft]) -> Result<Vec<Appended>
     for draft in drafts {
         if draft.kind != EventKind::Domain {
             results.push(result(0));
+            slots.push(None);
             continue;
         }
         let aggregate = draft.aggregate_id.as_str();
+        let slot = index.streams.slot(aggregate);
+        slots.push(slot);
         let earlier_in_batch = in_batch.as_ref().and_then(|in_batch| in_batch.get(aggregate).copied());
-        let current = earlier_in_batch.unwrap_or_else(|| index.stream_version(aggregate));
+        let current = earlier_in_batch.unwrap_or_else(|| index.streams.version(slot));
         if !draft.expected_version.allows(current) {
             return Err(StoreError::VersionConflict {
                 aggregate_id: draft.aggregate_id.clone(),
@@ -1655,6 +1671,7 @@ fn scan(
                             view.aggregate_id,
                             view.position,
                             view.aggregate_version,
+                            None,
                         );
                         scanned.count += 1;
                         scanned.last_timestamp_ns = view.timestamp_ns;
