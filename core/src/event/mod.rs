@@ -283,8 +283,8 @@ pub(crate) fn data_not_json(error: NotJson) -> ValidationError {
 /// the last step overlapping the one before. The compiler's vectorized byte loop took 7–14 ns
 /// for a 14-byte name (it runs twice per append); this takes about 2.
 fn printable_ascii(bytes: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
     // A byte's high bit ends up set when it is below 0x20 (b - 0x20 borrows; a borrow only
     // follows such a byte), 0x7F or above (b + 1 reaches 0x80; a carry only follows 0xFF,
     // whose own high bit is set), or above 0x9F (b - 0x20 keeps the bit).
