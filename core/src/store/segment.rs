@@ -143,7 +143,8 @@ impl Segment {
     /// header all zeros, which [`Segment::open`] takes for the last segment's unsynced creation.
     ///
     /// Without a spare, `zero_fill` chooses between a zero-filled file (for `Always` durability)
-    /// and a sparse one (`set_len`: instant, but each fsync then also journals block allocations).
+    /// and an allocated one ([`preallocate`]: instant, but each fsync then also journals the
+    /// conversion of the extents it wrote).
     pub fn create(
         dir: &Path,
         first_position: u64,
@@ -162,7 +163,7 @@ impl Segment {
             }
             None => {
                 let file = File::create(&temporary).map_err(io_error(context.clone()))?;
-                file.set_len(capacity as u64).map_err(io_error(context.clone()))?;
+                preallocate(&file, capacity as u64).map_err(io_error(context.clone()))?;
                 temporary
             }
         };
@@ -383,6 +384,27 @@ impl Segment {
     fn display(&self) -> std::path::Display<'_> {
         self.path.as_deref().unwrap_or(Path::new("<memory>")).display()
     }
+}
+
+/// Gives `file` its `length` with the blocks allocated (`fallocate`: unwritten extents, no data
+/// written), where the filesystem can; else a sparse `set_len`. The prefault thread populates a
+/// page of an allocated file in 2 µs, of a sparse one in 3.3–4.9 µs (ext4 reserves the block at
+/// each first write): against a writer that fills a page every 5 µs, too close to stay ahead.
+fn preallocate(file: &File, length: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        let length_arg = libc::off_t::try_from(length).map_err(|_| io::Error::other("segment too large"))?;
+        // SAFETY: a plain system call on a descriptor `file` owns; no memory is passed.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, length_arg) } == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if !matches!(error.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) {
+            return Err(error);
+        }
+    }
+    file.set_len(length)
 }
 
 /// Asks the CPU to bring the cache lines of `[address, address + bytes)` in for writing, so the
