@@ -26,7 +26,7 @@ use super::delta::{self, ArchivedDeltaData, DeltaBuilder, DeltaRecord, MAX_DELTA
 use super::index::{
     archived, ArchivedCheckpointData, CheckpointData, IdEntry, Index, SegmentState, StreamSlot, CHECKPOINT_FILE,
 };
-use super::metrics::Recorder;
+use super::metrics::{record_latency, Recorder};
 use super::prefault;
 use super::record::{
     classify, frame_len, frame_len_for_body, write_frame, EventView, Frame, RecordFields, FRAME_HEADER_BYTES,
@@ -39,6 +39,8 @@ use super::{
 };
 use crate::event::time::{now_ns, WallClock};
 use crate::event::{new_event_id, EventDraft, EventKind, ExpectedVersion, Uuid, ValidationError};
+use crate::metrics::latency_histogram;
+use hdrhistogram::Histogram;
 
 const SEGMENTS_DIR: &str = "segments";
 /// How far ahead of the writer the prefault thread keeps pages faulted in.
@@ -140,6 +142,9 @@ struct State {
     clock: WallClock,
     /// Scratch for one append: each draft's stream slot, from the version check to the index.
     stream_slots: Vec<Option<StreamSlot>>,
+    /// Latencies of the appends that do not wait for an fsync, up to the release of this lock
+    /// (the waiting ones go to `Shared::recorder`; `metrics` merges the two).
+    append_latency: Histogram<u64>,
 }
 
 /// Frames waiting for the next flush: `bytes` go at `start` in `segment`.
@@ -305,6 +310,7 @@ impl Log {
                 last_timestamp_ns,
                 clock: WallClock::new(),
                 stream_slots: Vec::new(),
+                append_latency: latency_histogram(),
             }),
             view: RwLock::new(Arc::new(segments)),
             visible: AtomicU64::new(next_position),
@@ -675,13 +681,19 @@ impl Shared {
         if self.config.durability != Durability::Always {
             self.visible.store(end, Ordering::Release);
         }
+        let waits = self.config.durability == Durability::Always && wait_fsync;
+        if !waits {
+            // Done but for the unlock: recorded here, under the lock already held, where the
+            // recorder's own lock was 3 % of an append.
+            record_latency(&mut state.append_latency, started.elapsed());
+        }
         drop(state);
 
-        if self.config.durability == Durability::Always && wait_fsync {
-            self.wait_durable(end)?;
-        }
         self.events_since_checkpoint.fetch_add(drafts.len() as u64, Ordering::Relaxed);
-        self.recorder.record_append(started.elapsed());
+        if waits {
+            self.wait_durable(end)?;
+            self.recorder.record_append(started.elapsed());
+        }
         Ok(AppendOutcome::Appended(results))
     }
 
@@ -1789,7 +1801,9 @@ impl EventStore for Log {
     fn metrics(&self) -> StoreMetrics {
         let total_events = self.shared.visible.load(Ordering::Acquire);
         let record_bytes: u64 = self.shared.view.read().iter().map(|s| s.written.load(Ordering::Relaxed) as u64).sum();
-        self.shared.recorder.snapshot(total_events, record_bytes + self.shared.snapshots.bytes())
+        // A copy (a memcpy) under the append lock; merged outside it.
+        let unlocked_appends = self.shared.state.lock().append_latency.clone();
+        self.shared.recorder.snapshot(total_events, record_bytes + self.shared.snapshots.bytes(), &unlocked_appends)
     }
 }
 
@@ -2359,5 +2373,11 @@ mod tests {
         assert_eq!(metrics.append_latency.count, 5);
         assert!(metrics.fsync_latency.count >= 1 && metrics.fsync_latency.count <= 5);
         assert!(metrics.append_latency.p99_ns >= metrics.append_latency.p50_ns);
+        // Appends that do not wait for the fsync are recorded apart; the metrics count both.
+        for n in 5..8 {
+            log.append_deferred_with(std::slice::from_ref(&draft("a", n)), &mut |_, _| Ok(())).unwrap();
+        }
+        log.sync().unwrap();
+        assert_eq!(log.metrics().append_latency.count, 8);
     }
 }

@@ -1,7 +1,8 @@
 //! Store counters and latency histograms (HdrHistogram, nanoseconds, 3 significant digits).
 //!
-//! Counters are atomics; each histogram sits behind its own short lock, taken once per append
-//! (after the append lock is released) or once per fsync.
+//! Counters are atomics; each histogram sits behind its own short lock, taken once per fsync or
+//! per append that waits for one. The log keeps the other appends' histogram under its append
+//! lock, and a snapshot merges the two.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,10 +22,16 @@ pub struct StoreMetrics {
     pub total_snapshots: u64,
     /// Bytes of records and snapshots held (segment data and snapshot file).
     pub storage_bytes: u64,
-    /// Whole append calls, durability wait included.
+    /// Append calls, durability wait included (an append that waits for no fsync is measured
+    /// to the release of the append lock, its last step).
     pub append_latency: LatencySummary,
     /// Each fsync (one per group commit).
     pub fsync_latency: LatencySummary,
+}
+
+/// Records one latency in nanoseconds (at least 1; beyond the bounds saturates).
+pub(crate) fn record_latency(histogram: &mut Histogram<u64>, elapsed: Duration) {
+    histogram.saturating_record(elapsed.as_nanos().max(1) as u64);
 }
 
 pub(crate) struct Recorder {
@@ -43,19 +50,24 @@ impl Recorder {
     }
 
     pub fn record_append(&self, elapsed: Duration) {
-        self.append_ns.lock().saturating_record(elapsed.as_nanos().max(1) as u64);
+        record_latency(&mut self.append_ns.lock(), elapsed);
     }
 
     pub fn record_fsync(&self, elapsed: Duration) {
-        self.fsync_ns.lock().saturating_record(elapsed.as_nanos().max(1) as u64);
+        record_latency(&mut self.fsync_ns.lock(), elapsed);
     }
 
-    pub fn snapshot(&self, total_events: u64, storage_bytes: u64) -> StoreMetrics {
+    /// `more_appends`: append latencies recorded elsewhere (the log records those that do not
+    /// wait for an fsync under its append lock).
+    pub fn snapshot(&self, total_events: u64, storage_bytes: u64, more_appends: &Histogram<u64>) -> StoreMetrics {
+        let mut appends = self.append_ns.lock().clone();
+        // Both come from `latency_histogram`, with the same bounds: adding cannot fail.
+        let _ = appends.add(more_appends);
         StoreMetrics {
             total_events,
             total_snapshots: self.snapshots.load(Ordering::Relaxed),
             storage_bytes,
-            append_latency: LatencySummary::of(&self.append_ns.lock()),
+            append_latency: LatencySummary::of(&appends),
             fsync_latency: LatencySummary::of(&self.fsync_ns.lock()),
         }
     }
