@@ -135,10 +135,18 @@ fn reserve(next: &AtomicU64, count: u64) -> std::ops::Range<u64> {
     first..first + count
 }
 
+/// Waits for the disk work a dropped store left behind (its files' deletion: journal commits,
+/// discards on a filesystem mounted with `discard`) with `sync(1)`, so the next sample does not
+/// share the machine with it. Setup only, outside the timing, for both implementations alike.
+fn settle_disk() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 /// Keeps `slot` holding a store with fewer than [`FRESH_STORE_AFTER`] events.
 fn fresh_herald(slot: &mut Option<HeraldStore>, durability: Durability) -> &HeraldStore {
     if slot.as_ref().is_some_and(|s| s.events() >= FRESH_STORE_AFTER) {
         *slot = None;
+        settle_disk();
     }
     slot.get_or_insert_with(|| HeraldStore::new(durability))
 }
@@ -236,6 +244,7 @@ fn sqlite_append_each(conn: &Connection, next: &AtomicU64, workload: &Workload, 
 fn fresh_sqlite<'a>(slot: &'a mut Option<SqliteStore>, synchronous: &str, connections: usize) -> &'a mut SqliteStore {
     if slot.as_ref().is_some_and(|s| s.events() >= FRESH_STORE_AFTER) {
         *slot = None;
+        settle_disk();
     }
     slot.get_or_insert_with(|| SqliteStore::new(synchronous, connections))
 }
