@@ -29,14 +29,28 @@ impl WallClock {
     /// How old an anchor may be.
     pub const REANCHOR_AFTER: Duration = Duration::from_millis(1);
 
+    /// A pair of readings taken together: the system clock read between two counter reads, and
+    /// paired with their middle; read again (up to three times) if a preemption came between.
     pub fn new() -> Self {
-        WallClock { anchor: quanta::Instant::now(), anchor_ns: now_ns() }
+        let mut tries = 0;
+        loop {
+            let before = quanta::Instant::now();
+            let anchor_ns = now_ns();
+            let took = quanta::Instant::now().saturating_duration_since(before);
+            tries += 1;
+            if took < Duration::from_micros(20) || tries == 3 {
+                return WallClock { anchor: before + took / 2, anchor_ns };
+            }
+        }
     }
 
     /// Unix nanoseconds at `instant` (an instant taken before the anchor counts back from it).
     pub fn unix_ns(&mut self, instant: quanta::Instant) -> u64 {
-        let since = instant.saturating_duration_since(self.anchor);
-        if since > Self::REANCHOR_AFTER {
+        // Old, or far before the anchor (a counter that went back, as after a VM migration):
+        // anchor again rather than trust the distance.
+        let after = instant.saturating_duration_since(self.anchor);
+        let before = self.anchor.saturating_duration_since(instant);
+        if after > Self::REANCHOR_AFTER || before > Self::REANCHOR_AFTER {
             *self = WallClock::new();
         }
         match instant.checked_duration_since(self.anchor) {

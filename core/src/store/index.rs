@@ -120,7 +120,7 @@ pub(crate) struct Index {
 }
 
 /// A stream's place in [`Streams`]: valid for the life of the index (streams are never removed).
-pub(crate) type StreamSlot = u32;
+pub(crate) type StreamSlot = usize;
 
 /// Aggregate id → the positions of its domain events. The map holds each stream's slot in a
 /// vector of position lists: an append looks its aggregate up once, to check its version, and
@@ -146,16 +146,16 @@ impl Streams {
 
     /// The positions of a stream, by version - 1.
     pub fn get(&self, aggregate_id: &str) -> Option<&Vec<u64>> {
-        self.slot(aggregate_id).map(|slot| &self.positions[slot as usize])
+        self.slot(aggregate_id).map(|slot| &self.positions[slot])
     }
 
     /// The current version of the stream at `slot` (0 for none).
     pub fn version(&self, slot: Option<StreamSlot>) -> u64 {
-        slot.map_or(0, |slot| self.positions[slot as usize].len() as u64)
+        slot.map_or(0, |slot| self.positions[slot].len() as u64)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Vec<u64>)> + '_ {
-        self.slots.iter().map(|(name, &slot)| (&**name, &self.positions[slot as usize]))
+        self.slots.iter().map(|(name, &slot)| (&**name, &self.positions[slot]))
     }
 
     /// The stream's positions, made empty if it is new.
@@ -163,13 +163,13 @@ impl Streams {
         let slot = match slot.or_else(|| self.slot(aggregate_id)) {
             Some(slot) => slot,
             None => {
-                let slot = self.positions.len() as StreamSlot;
+                let slot = self.positions.len();
                 self.positions.push(Vec::new());
                 self.slots.insert(aggregate_id.into(), slot);
                 slot
             }
         };
-        &mut self.positions[slot as usize]
+        &mut self.positions[slot]
     }
 }
 

@@ -5,7 +5,8 @@
 //! and read below the `visible` watermark, which the append path (or, with
 //! [`Durability::Always`], the group commit once the fsync returned) raises after the records
 //! are complete. Lock order: `state`, then `view`, then a segment's `offsets`; `state`, then
-//! `unsynced_creation` or `stop` (a roll); `commit` is never held with another lock.
+//! `unsynced_creation` (held across an fsync), then `spare`; `state`, then `stop` (a roll
+//! waking the `herald-create` thread); `commit` is never held with another lock.
 //!
 //! Data directory: `LOCK` (an exclusive `flock` while open), `segments/` (segment files only),
 //! `index.ckpt` and `snapshots.dat`. Any other entry is refused at open, naming it.
@@ -105,10 +106,15 @@ struct Shared {
     spare: Mutex<Option<PathBuf>>,
     /// The segment the last roll created, until its header and name are synced (by its own
     /// thread right after the roll, or by the next flush, roll or close, whichever comes
-    /// first; not by the prefault thread, which must not wait for the disk). A roll never waits for the disk under the append lock: with a checkpoint's
-    /// fsync in flight, the two fsyncs of a roll took up to 140 ms. At most one is pending (a
-    /// roll syncs the one before), so segment files reach the disk in order. Held while syncing.
+    /// first; not by the prefault thread, which must not wait for the disk). So a roll does not
+    /// wait for the disk under the append lock (with a checkpoint's fsync in flight, the two
+    /// fsyncs of a roll took up to 140 ms), unless the roll before it is still unsynced or,
+    /// under `Always` without a prepared spare, it zero-fills the new file. At most one is
+    /// pending (a roll syncs the one before), so segment files reach the disk in order. Held
+    /// while syncing.
     unsynced_creation: Mutex<Option<Arc<Segment>>>,
+    /// Whether `unsynced_creation` holds a segment (for the thread's wait, without the lock).
+    creation_pending: AtomicBool,
     stop: Mutex<bool>,
     stop_signal: Condvar,
     prefault_wanted: Condvar,
@@ -142,8 +148,9 @@ struct State {
     clock: WallClock,
     /// Scratch for one append: each draft's stream slot, from the version check to the index.
     stream_slots: Vec<Option<StreamSlot>>,
-    /// Latencies of the appends that do not wait for an fsync, up to the release of this lock
-    /// (the waiting ones go to `Shared::recorder`; `metrics` merges the two).
+    /// Latencies of the appends that do not wait for an fsync, up to the release of this lock,
+    /// since the last `metrics` call, which moves them to `Shared::recorder` (where the waiting
+    /// ones go directly).
     append_latency: Histogram<u64>,
 }
 
@@ -295,7 +302,9 @@ impl Log {
         snapshots: SnapshotStore,
         snapshot_count: u64,
     ) -> Log {
-        let Recovered { index, segments, next_position, last_timestamp_ns, checkpointed } = recovered;
+        let Recovered { mut index, segments, next_position, last_timestamp_ns, checkpointed } = recovered;
+        // What the recovery's inserts grew is mostly written already (or freed since).
+        drop(index.prefault.take());
         let active = Arc::clone(segments.last().unwrap_or_else(|| unreachable!("recovery yields a segment")));
         let recorder = Recorder::new();
         recorder.snapshots.store(snapshot_count, Ordering::Relaxed);
@@ -335,6 +344,7 @@ impl Log {
             acks_waiting: AtomicU64::new(0),
             spare: Mutex::new(None),
             unsynced_creation: Mutex::new(None),
+            creation_pending: AtomicBool::new(false),
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
             prefault_wanted: Condvar::new(),
@@ -772,10 +782,12 @@ impl Shared {
         }
         let segment = Arc::new(match &self.dir {
             Some(dir) => {
+                // The creation before this one first: segment files reach the disk in order.
+                self.sync_creation()?;
+                self.write_waiting_frames(state)?;
                 let spare = self.spare.lock().take();
                 let zero_fill = self.config.durability == Durability::Always;
                 let segments_dir = dir.join(SEGMENTS_DIR);
-                self.sync_creation()?;
                 let segment = Segment::create(
                     &segments_dir,
                     state.next_position,
@@ -791,6 +803,7 @@ impl Shared {
         });
         if self.dir.is_some() {
             *self.unsynced_creation.lock() = Some(Arc::clone(&segment));
+            self.creation_pending.store(true, Ordering::Release);
             // Under its lock, so the thread cannot miss it between its check and its wait.
             let _stop = self.stop.lock();
             self.segment_created.notify_one();
@@ -812,27 +825,56 @@ impl Shared {
                 if *stop {
                     return;
                 }
-                if self.unsynced_creation.lock().is_none() {
+                // An atomic, not the lock: a flush may hold that lock across an fsync, and a
+                // roll (holding the append lock) takes `stop` to wake this thread.
+                if !self.creation_pending.load(Ordering::Acquire) {
                     self.segment_created.wait_for(&mut stop, Duration::from_secs(1));
                 }
                 if *stop {
                     return;
                 }
             }
-            if let Err(error) = self.sync_creation() {
-                let _ = self.failure.set(error.to_string());
-            }
+            // A failure is latched inside; the thread then only waits for the stop.
+            let _ = self.sync_creation();
         }
     }
 
     /// Syncs the header and the name of the segment the last roll created, if nobody has yet.
-    fn sync_creation(&self) -> Result<(), StoreError> {
-        let mut unsynced = self.unsynced_creation.lock();
-        if let Some(segment) = unsynced.as_ref() {
-            segment.sync_creation()?;
-            *unsynced = None;
+    /// Under `Always`, writes the frames still waiting for the group fsync's pwrite (the next
+    /// fsync still covers them): before a roll, so that the process dying can never leave the
+    /// next segment's file after a segment that lacks its end (open would report that gap).
+    fn write_waiting_frames(&self, state: &mut State) -> Result<(), StoreError> {
+        if state.unwritten.is_empty() {
+            return Ok(());
+        }
+        // After a flush still writing runs it took earlier (lock order: state, then writing).
+        let _writing = self.writing.lock();
+        for mut run in std::mem::take(&mut state.unwritten) {
+            if let Err(error) = run.segment.write_frames(run.start, &mut run.bytes) {
+                // Which bytes reached the file is unknown, as for a failed flush.
+                let _ = self.failure.set(error.to_string());
+                return Err(error);
+            }
         }
         Ok(())
+    }
+
+    /// A failure latches the log read-only (as a failed fsync does): retrying an fsync after an
+    /// error can report success for data that never reached the disk. Once latched, this
+    /// fails, so no flush acknowledges records in a segment whose creation is undecided.
+    fn sync_creation(&self) -> Result<(), StoreError> {
+        let mut unsynced = self.unsynced_creation.lock();
+        if let Some(segment) = unsynced.take() {
+            self.creation_pending.store(false, Ordering::Release);
+            if let Err(error) = segment.sync_creation() {
+                let _ = self.failure.set(error.to_string());
+                return Err(error);
+            }
+        }
+        match self.failure.get() {
+            Some(cause) => Err(StoreError::ReadOnly { cause: cause.clone() }),
+            None => Ok(()),
+        }
     }
 
     /// Drops the oldest sealed segments the retention policy no longer keeps.
@@ -1600,6 +1642,11 @@ fn recover(
     if covered_end > next_position {
         return Err(RecoverError::CheckpointMismatch("the checkpoint covers more events than the log holds".into()));
     }
+    // The last roll's creation may not have been synced before the process ended, and nothing
+    // after this would sync it (appends sync only the file's data): its name and header now.
+    if let Some(last) = segments.last() {
+        last.sync_creation()?;
+    }
     Ok(Recovered { index, segments, next_position, last_timestamp_ns, checkpointed })
 }
 
@@ -1801,9 +1848,12 @@ impl EventStore for Log {
     fn metrics(&self) -> StoreMetrics {
         let total_events = self.shared.visible.load(Ordering::Acquire);
         let record_bytes: u64 = self.shared.view.read().iter().map(|s| s.written.load(Ordering::Relaxed) as u64).sum();
-        // A copy (a memcpy) under the append lock; merged outside it.
-        let unlocked_appends = self.shared.state.lock().append_latency.clone();
-        self.shared.recorder.snapshot(total_events, record_bytes + self.shared.snapshots.bytes(), &unlocked_appends)
+        // The append state's latencies since the last call: swapped for an empty histogram
+        // (allocated before the lock) and added to the recorder's outside it.
+        let mut recorded = latency_histogram();
+        std::mem::swap(&mut self.shared.state.lock().append_latency, &mut recorded);
+        self.shared.recorder.add_appends(&recorded);
+        self.shared.recorder.snapshot(total_events, record_bytes + self.shared.snapshots.bytes())
     }
 }
 
@@ -2305,6 +2355,27 @@ mod tests {
         assert!(matches!(log.append_one(&draft("a", 2)), Err(StoreError::ReadOnly { .. })));
         assert!(matches!(log.save_snapshot("a", 1, b"s"), Err(StoreError::ReadOnly { .. })));
         assert_eq!(log.bounds().1, 1, "the unacknowledged event never became visible");
+    }
+
+    #[test]
+    fn a_roll_writes_the_frames_waiting_for_the_group_fsync_so_a_crash_leaves_no_gap() {
+        // Under Always, deferred appends wait in memory for the next flush's pwrite. A roll
+        // writes them first: a process dying right after the roll leaves the old segment whole
+        // and the new one empty, which opens, instead of a gap between the two files.
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig { durability: Durability::Always, ..small() };
+        let log = Log::open(dir.path(), config.clone()).unwrap();
+        let segments = || std::fs::read_dir(dir.path().join(SEGMENTS_DIR)).unwrap().count();
+        let mut n = 0;
+        while segments() < 2 {
+            log.append_deferred_with(std::slice::from_ref(&draft("a", n)), &mut |_, _| Ok(())).unwrap();
+            n += 1;
+        }
+        log.crash();
+        let log = Log::open(dir.path(), config).unwrap();
+        // Every event before the roll is there; the one that rolled was only in memory.
+        assert_eq!(log.bounds(), (0, u64::from(n) - 1));
+        assert_eq!(all(&log, &ReadQuery::default()).len() as u64, u64::from(n) - 1);
     }
 
     #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]

@@ -1,8 +1,8 @@
 //! Store counters and latency histograms (HdrHistogram, nanoseconds, 3 significant digits).
 //!
 //! Counters are atomics; each histogram sits behind its own short lock, taken once per fsync or
-//! per append that waits for one. The log keeps the other appends' histogram under its append
-//! lock, and a snapshot merges the two.
+//! per append that waits for one. The log keeps the other appends' latencies under its append
+//! lock and hands them over here when its metrics are read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -57,17 +57,19 @@ impl Recorder {
         record_latency(&mut self.fsync_ns.lock(), elapsed);
     }
 
-    /// `more_appends`: append latencies recorded elsewhere (the log records those that do not
-    /// wait for an fsync under its append lock).
-    pub fn snapshot(&self, total_events: u64, storage_bytes: u64, more_appends: &Histogram<u64>) -> StoreMetrics {
-        let mut appends = self.append_ns.lock().clone();
+    /// Adds append latencies recorded elsewhere (the log records those that wait for no fsync
+    /// under its append lock, and hands them over here).
+    pub fn add_appends(&self, recorded: &Histogram<u64>) {
         // Both come from `latency_histogram`, with the same bounds: adding cannot fail.
-        let _ = appends.add(more_appends);
+        let _ = self.append_ns.lock().add(recorded);
+    }
+
+    pub fn snapshot(&self, total_events: u64, storage_bytes: u64) -> StoreMetrics {
         StoreMetrics {
             total_events,
             total_snapshots: self.snapshots.load(Ordering::Relaxed),
             storage_bytes,
-            append_latency: LatencySummary::of(&appends),
+            append_latency: LatencySummary::of(&self.append_ns.lock()),
             fsync_latency: LatencySummary::of(&self.fsync_ns.lock()),
         }
     }

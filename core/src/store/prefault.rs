@@ -8,9 +8,11 @@
 //! queues the fresh capacity here, and the prefault thread populates it.
 //!
 //! Invariant: a queued region is only ever handed to `MADV_POPULATE_WRITE`, which faults the
-//! pages in without reading or changing a byte of them. A region freed or reused before the
-//! thread gets to it is therefore harmless to populate: the call is advice about addresses,
-//! never an access through them. The queue holds at most [`MAX_QUEUED`] regions (the oldest
+//! pages in as a write would, without reading or changing a byte of them. A region freed or
+//! reused before the thread gets to it is therefore safe to populate: the call is advice about
+//! addresses, never an access through them. Its side effects there are those of a write fault
+//! (a private copy of a copy-on-write page, a page of a shared file mapping marked dirty, a
+//! `MADV_FREE` cancelled), never a changed byte. The queue holds at most [`MAX_QUEUED`] regions (the oldest
 //! go first), so it stays small even if nothing takes from it.
 
 /// Capacity smaller than this is left to fault in on its own (a few dozen pages).
@@ -90,9 +92,9 @@ pub(crate) fn populate(region: Region) -> bool {
         if end <= start {
             return true;
         }
-        // SAFETY: MADV_POPULATE_WRITE neither reads nor writes the memory (see the module
-        // invariant), so no access happens through these addresses whatever is mapped there
-        // now; an unmapped range only makes the call fail.
+        // SAFETY: MADV_POPULATE_WRITE faults pages in without reading or writing their bytes
+        // (see the module invariant), so no access happens through these addresses whatever
+        // is mapped there now; an unmapped range only makes the call fail.
         let result = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_POPULATE_WRITE) };
         result == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
     }
