@@ -4,9 +4,10 @@
 //! updates); readers never take it for sequential reads. They clone the segment list (`view`)
 //! and read below the `visible` watermark, which the append path (or, with
 //! [`Durability::Always`], the group commit once the fsync returned) raises after the records
-//! are complete. Lock order: `state`, then `view`, then a segment's `offsets`; `state`, then
-//! `unsynced_creation` (held across an fsync), then `spare`; `state`, then `stop` (a roll
-//! waking the `herald-create` thread); `commit` is never held with another lock.
+//! are complete. Lock order: `state`, then `view`, then a segment's `offsets`; a roll holds
+//! `state` while it takes, one at a time, `unsynced_creation` (which a sync holds across its
+//! fsync), `spare` and `stop` (to wake the `herald-create` thread); `commit` is never held
+//! with another lock.
 //!
 //! Data directory: `LOCK` (an exclusive `flock` while open), `segments/` (segment files only),
 //! `index.ckpt` and `snapshots.dat`. Any other entry is refused at open, naming it.
