@@ -840,7 +840,6 @@ impl Shared {
         }
     }
 
-    /// Syncs the header and the name of the segment the last roll created, if nobody has yet.
     /// Under `Always`, writes the frames still waiting for the group fsync's pwrite (the next
     /// fsync still covers them): before a roll, so that the process dying can never leave the
     /// next segment's file after a segment that lacks its end (open would report that gap).
@@ -860,6 +859,7 @@ impl Shared {
         Ok(())
     }
 
+    /// Syncs the header and the name of the segment the last roll created, if nobody has yet.
     /// A failure latches the log read-only (as a failed fsync does): retrying an fsync after an
     /// error can report success for data that never reached the disk. Once latched, this
     /// fails, so no flush acknowledges records in a segment whose creation is undecided.
@@ -1203,12 +1203,12 @@ impl Shared {
         }
     }
 
-    /// The prefault thread: keeps the active segment's pages faulted in ahead of the writer.
-    /// Not under `Always` on disk: that path writes with pwrite, and writable mappings of its
-    /// pages would make every fsync pay for write-protecting them again.
+    /// The prefault thread: keeps the active segment's pages faulted in ahead of the writer,
+    /// and populates the indexes' fresh capacity (`store::prefault`). Segments are left alone
+    /// under `Always` on disk (that path writes with pwrite, and writable mappings of its pages
+    /// would make every fsync pay for write-protecting them again) and where the kernel cannot
+    /// populate (the writer then faults its pages in itself).
     fn prefault(&self) {
-        // Under `Always` on disk segments are written with pwrite, not through the map; and
-        // where the kernel cannot populate, the writer faults its pages in itself.
         let mut segments = !(self.config.durability == Durability::Always && self.dir.is_some());
         // Index memory still to populate: a step at a time, between segment steps, so a big
         // region does not hold the segment's window back.

@@ -12,8 +12,8 @@
 //! reused before the thread gets to it is therefore safe to populate: the call is advice about
 //! addresses, never an access through them. Its side effects there are those of a write fault
 //! (a private copy of a copy-on-write page, a page of a shared file mapping marked dirty, a
-//! `MADV_FREE` cancelled), never a changed byte. The queue holds at most [`MAX_QUEUED`] regions (the oldest
-//! go first), so it stays small even if nothing takes from it.
+//! `MADV_FREE` cancelled), never a changed byte. The queue holds at most [`MAX_QUEUED`]
+//! regions (the oldest go first), so it stays small even if nothing takes from it.
 
 /// Capacity smaller than this is left to fault in on its own (a few dozen pages).
 const MIN_BYTES: usize = 256 * 1024;
