@@ -116,6 +116,15 @@ struct Shared {
     unsynced_creation: Mutex<Option<Arc<Segment>>>,
     /// Whether `unsynced_creation` holds a segment (for the thread's wait, without the lock).
     creation_pending: AtomicBool,
+    /// Segment files retention took out of the view, oldest first, deleted by
+    /// [`Shared::delete_retired`] outside the append lock: an unlink of a 64 MiB file and the
+    /// directory's fsync stalled every appender while a roll held the lock.
+    retired: Mutex<Vec<PathBuf>>,
+    /// Whether `retired` holds a path (checked by every append without the lock).
+    retired_pending: AtomicBool,
+    /// Held while deleting retired files, so they go oldest first even with two deleters: a
+    /// crash leaves only the newest of them, next to the kept segments, never a gap.
+    deleting: Mutex<()>,
     stop: Mutex<bool>,
     stop_signal: Condvar,
     prefault_wanted: Condvar,
@@ -352,6 +361,9 @@ impl Log {
             spare: Mutex::new(None),
             unsynced_creation: Mutex::new(None),
             creation_pending: AtomicBool::new(false),
+            retired: Mutex::new(Vec::new()),
+            retired_pending: AtomicBool::new(false),
+            deleting: Mutex::new(()),
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
             prefault_wanted: Condvar::new(),
@@ -707,6 +719,9 @@ impl Shared {
         drop(state);
 
         self.events_since_checkpoint.fetch_add(drafts.len() as u64, Ordering::Relaxed);
+        if self.retired_pending.load(Ordering::Acquire) {
+            self.delete_retired();
+        }
         if waits {
             self.wait_durable(end)?;
             self.recorder.record_append(started.elapsed());
@@ -888,7 +903,6 @@ impl Shared {
     fn apply_retention(&self, segments: &mut Vec<Arc<Segment>>) {
         let retention = self.config.retention;
         let now = now_ns();
-        let mut removed = false;
         while segments.len() > 1 {
             let total: u64 = segments.iter().map(|s| s.capacity() as u64).sum();
             let too_big = retention.max_bytes.is_some_and(|max| total > max);
@@ -912,17 +926,35 @@ impl Shared {
             }
             let oldest = segments.remove(0);
             if let Some(path) = &oldest.path {
-                if let Err(error) = std::fs::remove_file(path) {
-                    eprintln!("herald: retention could not delete {}: {error}", path.display());
-                }
+                let mut retired = self.retired.lock();
+                retired.push(path.clone());
+                self.retired_pending.store(true, Ordering::Release);
             }
-            removed = true;
         }
-        if removed {
-            if let Some(dir) = &self.dir {
-                if let Err(error) = sync_dir(&dir.join(SEGMENTS_DIR)) {
-                    eprintln!("herald: {error}");
-                }
+    }
+
+    /// Deletes the segment files retention retired, oldest first, then fsyncs the directory.
+    /// Runs after the append lock is released (by the append whose roll retired them, the
+    /// maintenance thread, or close). Until then, or if a crash comes first, the files stay:
+    /// `open` finds whole segments just before the kept ones, and retention drops them again.
+    fn delete_retired(&self) {
+        let _deleting = self.deleting.lock();
+        let paths = {
+            let mut retired = self.retired.lock();
+            self.retired_pending.store(false, Ordering::Release);
+            std::mem::take(&mut *retired)
+        };
+        if paths.is_empty() {
+            return;
+        }
+        for path in &paths {
+            if let Err(error) = std::fs::remove_file(path) {
+                eprintln!("herald: retention could not delete {}: {error}", path.display());
+            }
+        }
+        if let Some(dir) = &self.dir {
+            if let Err(error) = sync_dir(&dir.join(SEGMENTS_DIR)) {
+                eprintln!("herald: {error}");
             }
         }
     }
@@ -1196,6 +1228,7 @@ impl Shared {
         if let Some(spare) = self.spare.lock().take() {
             let _ = std::fs::remove_file(spare);
         }
+        self.delete_retired();
         if self.dir.is_none() || self.failure.get().is_some() {
             return Ok(());
         }
@@ -1348,11 +1381,14 @@ impl Shared {
                 }
             }
             if self.config.retention.max_age.is_some() || retention_waits {
-                let _state = self.state.lock();
-                let mut view = self.view.write();
-                let mut segments = Vec::clone(&view);
-                self.apply_retention(&mut segments);
-                *view = Arc::new(segments);
+                {
+                    let _state = self.state.lock();
+                    let mut view = self.view.write();
+                    let mut segments = Vec::clone(&view);
+                    self.apply_retention(&mut segments);
+                    *view = Arc::new(segments);
+                }
+                self.delete_retired();
             }
         }
     }
@@ -2259,6 +2295,53 @@ mod tests {
     /// Appends 400 events to "a" (and one to "gone", first) under a retention of three 8 KiB
     /// segments, without explicit checkpoints, until retention has deleted the event of "gone";
     /// then crashes. Returns the results.
+    #[test]
+    fn retired_segment_files_are_deleted_after_the_append_and_one_a_crash_kept_is_retired_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            retention: super::super::Retention { max_bytes: Some(3 * 8 * 1024), max_age: None },
+            ..small()
+        };
+        let segments_dir = dir.path().join(SEGMENTS_DIR);
+        let log = Log::open(dir.path(), config.clone()).unwrap();
+        let (mut n, mut kept) = (0, None);
+        while log.bounds().0 == 0 && n < 2000 {
+            // The oldest file, as it was before the append that may retire it.
+            let oldest = segments_dir.join(super::super::segment::segment_file_name(0));
+            let before = std::fs::read(&oldest).unwrap();
+            log.append_one(&draft("a", n)).unwrap();
+            n += 1;
+            if n % 20 == 0 {
+                log.checkpoint_incremental().unwrap();
+            }
+            if log.bounds().0 > 0 {
+                assert!(!oldest.exists(), "deleted by the time the append that retired it returns");
+                kept = Some((oldest, before));
+            }
+        }
+        let (oldest, bytes) = kept.expect("retention retired the first segment");
+        let first = log.bounds().0;
+        drop(log);
+        // As if a crash came before the unlink reached the disk.
+        std::fs::write(&oldest, bytes).unwrap();
+        let log = Log::open(dir.path(), config).unwrap();
+        assert_eq!(log.bounds().0, 0, "the surviving file is read again");
+        let limit = usize::try_from(first).unwrap();
+        let back = all(&log, &ReadQuery { limit, ..ReadQuery::default() });
+        assert_eq!(back.iter().map(|e| e.position).collect::<Vec<_>>(), (0..first).collect::<Vec<_>>());
+        log.verify().unwrap();
+        while log.bounds().0 == 0 && n < 4000 {
+            log.append_one(&draft("a", n)).unwrap();
+            n += 1;
+            if n % 20 == 0 {
+                log.checkpoint_incremental().unwrap();
+            }
+        }
+        assert!(log.bounds().0 >= first, "retired again at a later roll");
+        assert!(!oldest.exists());
+        assert_eq!(log.stream_version("a"), n as u64);
+    }
+
     fn append_under_retention_then_crash(dir: &Path, config: &StoreConfig) -> Vec<Appended> {
         let log = Log::open(dir, config.clone()).unwrap();
         let mut written = vec![log.append_one(&draft("gone", 0)).unwrap().events()[0]];
