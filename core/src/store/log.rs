@@ -2262,10 +2262,7 @@ mod tests {
     fn retention_drops_whole_old_segments_and_says_so() {
         // With a byte limit, old segments go; reads from before them fail explicitly, later ones work.
         let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig {
-            retention: super::super::Retention { max_bytes: Some(3 * 8 * 1024), max_age: None },
-            ..small()
-        };
+        let config = byte_retention();
         let log = Log::open(dir.path(), config.clone()).unwrap();
         for n in 0..400 {
             log.append_one(&draft("a", n)).unwrap();
@@ -2292,16 +2289,10 @@ mod tests {
         log.verify().unwrap();
     }
 
-    /// Appends 400 events to "a" (and one to "gone", first) under a retention of three 8 KiB
-    /// segments, without explicit checkpoints, until retention has deleted the event of "gone";
-    /// then crashes. Returns the results.
     #[test]
     fn retired_segment_files_are_deleted_after_the_append_and_one_a_crash_kept_is_retired_again() {
         let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig {
-            retention: super::super::Retention { max_bytes: Some(3 * 8 * 1024), max_age: None },
-            ..small()
-        };
+        let config = byte_retention();
         let segments_dir = dir.path().join(SEGMENTS_DIR);
         let log = Log::open(dir.path(), config.clone()).unwrap();
         let (mut n, mut kept) = (0, None);
@@ -2342,6 +2333,9 @@ mod tests {
         assert_eq!(log.stream_version("a"), n as u64);
     }
 
+    /// Appends 400 events to "a" (and one to "gone", first) under a retention of three 8 KiB
+    /// segments, without explicit checkpoints, until retention has deleted the event of "gone";
+    /// then crashes. Returns the results.
     fn append_under_retention_then_crash(dir: &Path, config: &StoreConfig) -> Vec<Appended> {
         let log = Log::open(dir, config.clone()).unwrap();
         let mut written = vec![log.append_one(&draft("gone", 0)).unwrap().events()[0]];
@@ -2359,12 +2353,14 @@ mod tests {
         written
     }
 
+    /// Retention of three 8 KiB segments.
+    fn byte_retention() -> StoreConfig {
+        StoreConfig { retention: super::super::Retention { max_bytes: Some(3 * 8 * 1024), max_age: None }, ..small() }
+    }
+
+    /// [`byte_retention`] with checkpoints only when retention asks for one.
     fn retention_config() -> StoreConfig {
-        StoreConfig {
-            retention: super::super::Retention { max_bytes: Some(3 * 8 * 1024), max_age: None },
-            checkpoint_every_events: u64::MAX,
-            ..small()
-        }
+        StoreConfig { checkpoint_every_events: u64::MAX, ..byte_retention() }
     }
 
     #[test]
