@@ -1057,14 +1057,6 @@ impl Shared {
         if pending.is_empty() || self.dir.is_none() {
             return Ok((target, acks));
         }
-        // Flushes run one at a time (`CommitState::syncing`) and each takes every run appended
-        // before it, so runs reach their files in append order. An error leaves it unknown which
-        // bytes did: the caller latches the log read-only, as for a failed fsync.
-        for mut run in unwritten {
-            run.segment.write_frames(run.start, &mut run.bytes)?;
-        }
-        drop(writing);
-        let started = Instant::now();
         #[cfg(test)]
         if self.fail_syncs.load(Ordering::SeqCst) {
             return Err(StoreError::Io {
@@ -1073,12 +1065,38 @@ impl Shared {
             });
         }
         self.sync_creation()?;
+        // Flushes run one at a time (`CommitState::syncing`) and each takes every run appended
+        // before it, so runs reach their files in append order. An error leaves it unknown which
+        // bytes did: the caller latches the log read-only, as for a failed fsync.
+        //
+        // Segment by segment, oldest first: the frames of a segment are written only once the
+        // segments before it are synced, so no crash leaves records in a segment after a torn
+        // one (recovery takes a torn segment followed by one without a record for the torn tail
+        // of the log; records after a tear are corruption). Only a flush that spans a roll
+        // syncs twice.
+        let mut runs = unwritten.into_iter().peekable();
+        let mut writing = Some(writing);
         // Under `Always` the frames went in with pwrite; otherwise through the map.
         let through_map = self.config.durability != Durability::Always;
+        let mut fsync_time = Duration::ZERO;
         for (segment, written) in pending {
+            while let Some(mut run) = runs.next_if(|run| run.segment.first_position <= segment.first_position) {
+                run.segment.write_frames(run.start, &mut run.bytes)?;
+            }
+            if runs.peek().is_none() {
+                // Readers waiting for those records need not wait for the fsync too.
+                writing = None;
+            }
+            let started = Instant::now();
             segment.sync_to(written, through_map)?;
+            fsync_time += started.elapsed();
         }
-        self.recorder.record_fsync(started.elapsed());
+        // Runs of a segment with nothing to sync cannot be (a run raised `written`); written anyway.
+        for mut run in runs {
+            run.segment.write_frames(run.start, &mut run.bytes)?;
+        }
+        drop(writing);
+        self.recorder.record_fsync(fsync_time);
         Ok((target, acks))
     }
 
@@ -1638,8 +1656,23 @@ fn recover(
     let mut segments = Vec::with_capacity(files.len());
     let mut next_position = files[0].first;
     let mut last_timestamp_ns = 0;
+    // A crash right after a roll, before the tail of the segment it sealed reached the disk,
+    // leaves that segment torn and the new one without a record: the torn tail of the log,
+    // which happens to span two files. The segment before an empty last one is therefore
+    // recovered like a last one, and if it was torn, the empty file goes. Records after a
+    // tear are still corruption: only a file with no record is dropped.
+    let empty_last = match files {
+        [.., _, last] => Segment::holds_no_record(&last.path)?,
+        _ => false,
+    };
+    let mut torn_roll = None;
     for (i, SegmentFile { first, path, length }) in files.iter().enumerate() {
         let is_last = i + 1 == files.len();
+        if is_last && *first != next_position && empty_last {
+            torn_roll = Some(path);
+            break;
+        }
+        let is_last = is_last || (empty_last && i + 2 == files.len());
         if *first != next_position {
             return Err(StoreError::Corruption {
                 file: path.clone(),
@@ -1685,6 +1718,14 @@ fn recover(
     }
     if covered_end > next_position {
         return Err(RecoverError::CheckpointMismatch("the checkpoint covers more events than the log holds".into()));
+    }
+    if let Some(path) = torn_roll {
+        eprintln!(
+            "herald: {}: removed, the log's torn tail ends at position {next_position}, before this empty segment",
+            path.display()
+        );
+        std::fs::remove_file(path).map_err(io_error(format!("remove {}", path.display())))?;
+        sync_dir(segments_dir)?;
     }
     // The last roll's creation may not have been synced before the process ended, and nothing
     // after this would sync it (appends sync only the file's data): its name and header now.

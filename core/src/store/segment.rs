@@ -192,6 +192,20 @@ impl Segment {
         }
     }
 
+    /// Whether the segment file at `path` holds no record: its header is ours (or all zeros, a
+    /// creation never synced) and the first record's length is zero or missing. Reads 68 bytes.
+    pub fn holds_no_record(path: &Path) -> Result<bool, StoreError> {
+        let context = format!("read segment {}", path.display());
+        let file = File::open(path).map_err(io_error(context.clone()))?;
+        let mut start = [0u8; SEGMENT_HEADER_BYTES + 4];
+        let length = file.metadata().map_err(io_error(context.clone()))?.len();
+        let read = usize::try_from(length).unwrap_or(usize::MAX).min(start.len());
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut start[..read], 0).map_err(io_error(context))?;
+        let header = &start[..SEGMENT_HEADER_BYTES];
+        let ours = &header[0..8] == SEGMENT_MAGIC || header.iter().all(|&byte| byte == 0);
+        Ok(ours && read_u32(&start, SEGMENT_HEADER_BYTES) == 0)
+    }
+
     /// Opens an existing segment file, checking its header. The last segment (`writable`) is
     /// grown back to its capacity if a crash or a cut left the file shorter. `length` is the
     /// file's length as first found (a failed recovery attempt may already have grown it).
