@@ -33,7 +33,9 @@ use super::prefault;
 use super::record::{
     classify, frame_len, frame_len_for_body, write_frame, EventView, Frame, RecordFields, FRAME_HEADER_BYTES,
 };
-use super::segment::{io_error, parse_segment_file_name, prefetch_for_write, sync_dir, Segment, SEGMENT_HEADER_BYTES};
+use super::segment::{
+    io_error, parse_segment_file_name, prefetch_for_write, sync_dir, Reopen, Segment, SEGMENT_HEADER_BYTES,
+};
 use super::snapshot::{SnapshotStore, SNAPSHOT_FILE};
 use super::{
     AppendOutcome, Appended, Durability, EventStore, ReadQuery, ReadSummary, Reserve, Snapshot, StoreConfig,
@@ -935,15 +937,13 @@ impl Shared {
 
     /// Deletes the segment files retention retired, oldest first, then fsyncs the directory.
     /// Runs after the append lock is released (by the append whose roll retired them, the
-    /// maintenance thread, or close). Until then, or if a crash comes first, the files stay:
-    /// `open` finds whole segments just before the kept ones, and retention drops them again.
+    /// maintenance thread, or close); `retired_pending` stays set until the files are gone, so
+    /// an append that sees it returns only after them. If a crash comes first, the files stay:
+    /// `open` removes those wholly before the first segment the checkpoint lists, and reads the
+    /// others as part of the log until retention drops them again.
     fn delete_retired(&self) {
         let _deleting = self.deleting.lock();
-        let paths = {
-            let mut retired = self.retired.lock();
-            self.retired_pending.store(false, Ordering::Release);
-            std::mem::take(&mut *retired)
-        };
+        let paths = std::mem::take(&mut *self.retired.lock());
         if paths.is_empty() {
             return;
         }
@@ -956,6 +956,10 @@ impl Shared {
             if let Err(error) = sync_dir(&dir.join(SEGMENTS_DIR)) {
                 eprintln!("herald: {error}");
             }
+        }
+        let retired = self.retired.lock();
+        if retired.is_empty() {
+            self.retired_pending.store(false, Ordering::Release);
         }
     }
 
@@ -1064,7 +1068,6 @@ impl Shared {
                 source: std::io::Error::other("injected"),
             });
         }
-        self.sync_creation()?;
         // Flushes run one at a time (`CommitState::syncing`) and each takes every run appended
         // before it, so runs reach their files in append order. An error leaves it unknown which
         // bytes did: the caller latches the log read-only, as for a failed fsync.
@@ -1073,7 +1076,7 @@ impl Shared {
         // segments before it are synced, so no crash leaves records in a segment after a torn
         // one (recovery takes a torn segment followed by one without a record for the torn tail
         // of the log; records after a tear are corruption). Only a flush that spans a roll
-        // syncs twice.
+        // syncs twice (holding `writing` through the first, since runs are left).
         let mut runs = unwritten.into_iter().peekable();
         let mut writing = Some(writing);
         // Under `Always` the frames went in with pwrite; otherwise through the map.
@@ -1088,10 +1091,13 @@ impl Shared {
                 writing = None;
             }
             let started = Instant::now();
+            // Nothing in a segment is synced before its creation is.
+            self.sync_creation()?;
             segment.sync_to(written, through_map)?;
             fsync_time += started.elapsed();
         }
-        // Runs of a segment with nothing to sync cannot be (a run raised `written`); written anyway.
+        // None is left: a run raised its segment's `written` above `synced`, so that segment is
+        // in `pending`. Written anyway rather than dropped.
         for mut run in runs {
             run.segment.write_frames(run.start, &mut run.bytes)?;
         }
@@ -1666,13 +1672,33 @@ fn recover(
         _ => false,
     };
     let mut torn_roll = None;
+    // Files wholly before the first segment the checkpoint lists are ones retention retired
+    // before that checkpoint was taken, whose deletion a crash kept from the disk: their events
+    // are in the index already, and they go now, as retention meant.
+    let checkpoint_first = covered.keys().min().copied();
+    let mut retired = Vec::new();
     for (i, SegmentFile { first, path, length }) in files.iter().enumerate() {
         let is_last = i + 1 == files.len();
-        if is_last && *first != next_position && empty_last {
+        let next_first = files.get(i + 1).map(|next| next.first);
+        if let (Some(checkpoint_first), Some(next_first)) = (checkpoint_first, next_first) {
+            if *first == next_position && next_first <= checkpoint_first {
+                retired.push(path);
+                next_position = next_first;
+                continue;
+            }
+        }
+        if is_last && *first > next_position && empty_last {
             torn_roll = Some(path);
             break;
         }
-        let is_last = is_last || (empty_last && i + 2 == files.len());
+        let reopen = if is_last {
+            Reopen::Last
+        } else if empty_last && i + 2 == files.len() {
+            Reopen::Writable
+        } else {
+            Reopen::Sealed
+        };
+        let is_last = reopen != Reopen::Sealed;
         if *first != next_position {
             return Err(StoreError::Corruption {
                 file: path.clone(),
@@ -1682,7 +1708,7 @@ fn recover(
             }
             .into());
         }
-        let segment = Segment::open(path, *first, is_last, *length)?;
+        let segment = Segment::open(path, *first, reopen, *length)?;
         let mut scan_from = SEGMENT_HEADER_BYTES;
         if let Some(state) = covered.remove(first) {
             let SegmentState { offsets, written, last_timestamp_ns: last_ns, .. } = state;
@@ -1719,12 +1745,11 @@ fn recover(
     if covered_end > next_position {
         return Err(RecoverError::CheckpointMismatch("the checkpoint covers more events than the log holds".into()));
     }
-    if let Some(path) = torn_roll {
-        eprintln!(
-            "herald: {}: removed, the log's torn tail ends at position {next_position}, before this empty segment",
-            path.display()
-        );
+    for path in retired.iter().chain(torn_roll.as_ref()) {
+        eprintln!("herald: {}: removed (a segment retention retired, or empty after a torn tail)", path.display());
         std::fs::remove_file(path).map_err(io_error(format!("remove {}", path.display())))?;
+    }
+    if !retired.is_empty() || torn_roll.is_some() {
         sync_dir(segments_dir)?;
     }
     // The last roll's creation may not have been synced before the process ended, and nothing
@@ -2330,33 +2355,53 @@ mod tests {
         log.verify().unwrap();
     }
 
-    #[test]
-    fn retired_segment_files_are_deleted_after_the_append_and_one_a_crash_kept_is_retired_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = byte_retention();
-        let segments_dir = dir.path().join(SEGMENTS_DIR);
-        let log = Log::open(dir.path(), config.clone()).unwrap();
-        let (mut n, mut kept) = (0, None);
+    /// Appends to "a" under [`byte_retention`] until retention retires the first segment file;
+    /// returns the log, that file's path and bytes, and how many events went in.
+    fn retire_the_first_segment(dir: &Path) -> (Log, PathBuf, Vec<u8>, u32) {
+        let log = Log::open(dir, byte_retention()).unwrap();
+        let oldest = dir.join(SEGMENTS_DIR).join(super::super::segment::segment_file_name(0));
+        let (mut n, mut bytes) = (0, Vec::new());
         while log.bounds().0 == 0 && n < 2000 {
-            // The oldest file, as it was before the append that may retire it.
-            let oldest = segments_dir.join(super::super::segment::segment_file_name(0));
-            let before = std::fs::read(&oldest).unwrap();
+            bytes = std::fs::read(&oldest).unwrap();
             log.append_one(&draft("a", n)).unwrap();
             n += 1;
             if n % 20 == 0 {
                 log.checkpoint_incremental().unwrap();
             }
-            if log.bounds().0 > 0 {
-                assert!(!oldest.exists(), "deleted by the time the append that retired it returns");
-                kept = Some((oldest, before));
-            }
         }
-        let (oldest, bytes) = kept.expect("retention retired the first segment");
+        assert!(log.bounds().0 > 0, "retention retired the first segment");
+        // The roll that retired it, or the maintenance thread, set `retired_pending` before the
+        // view changed; an append that sees it returns only after the deletion.
+        log.append_one(&draft("a", n)).unwrap();
+        assert!(!oldest.exists(), "deleted by the time an append returns");
+        (log, oldest, bytes, n + 1)
+    }
+
+    #[test]
+    fn a_retired_file_a_crash_kept_is_removed_at_open_when_the_checkpoint_left_it_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, oldest, bytes, n) = retire_the_first_segment(dir.path());
         let first = log.bounds().0;
+        // Close writes a full checkpoint, which lists the retained segments only.
         drop(log);
         // As if a crash came before the unlink reached the disk.
         std::fs::write(&oldest, bytes).unwrap();
-        let log = Log::open(dir.path(), config).unwrap();
+        let log = Log::open(dir.path(), byte_retention()).unwrap();
+        assert!(!oldest.exists(), "removed at open");
+        assert_eq!(log.bounds(), (first, u64::from(n)));
+        assert_eq!(log.stream_version("a"), u64::from(n), "the checkpoint was used, not rebuilt");
+        log.verify().unwrap();
+    }
+
+    #[test]
+    fn a_retired_file_a_crash_kept_is_read_again_while_the_checkpoint_lists_it_then_retired_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, oldest, bytes, mut n) = retire_the_first_segment(dir.path());
+        let first = log.bounds().0;
+        // A crash before any checkpoint left the segment out: the deltas on disk still list it.
+        log.crash();
+        std::fs::write(&oldest, bytes).unwrap();
+        let log = Log::open(dir.path(), byte_retention()).unwrap();
         assert_eq!(log.bounds().0, 0, "the surviving file is read again");
         let limit = usize::try_from(first).unwrap();
         let back = all(&log, &ReadQuery { limit, ..ReadQuery::default() });
@@ -2369,9 +2414,10 @@ mod tests {
                 log.checkpoint_incremental().unwrap();
             }
         }
+        log.append_one(&draft("a", n)).unwrap();
         assert!(log.bounds().0 >= first, "retired again at a later roll");
         assert!(!oldest.exists());
-        assert_eq!(log.stream_version("a"), n as u64);
+        assert_eq!(log.stream_version("a"), u64::from(n) + 1);
     }
 
     /// Appends 400 events to "a" (and one to "gone", first) under a retention of three 8 KiB

@@ -103,6 +103,18 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(format!("fsync directory {}", dir.display())))
 }
 
+/// How recovery opens a segment file ([`Segment::open`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reopen {
+    /// A sealed segment: never written again.
+    Sealed,
+    /// A segment that may take appends without being the last file: the one before an empty
+    /// last segment, which recovery may find torn (see `log::recover`).
+    Writable,
+    /// The last segment: writable, and an all-zero header is its creation, never synced.
+    Last,
+}
+
 impl Segment {
     /// Writes a file of `capacity` zero bytes and fsyncs it: a future segment whose blocks are
     /// all allocated and initialized, so a later fsync of appended data writes data only, with no
@@ -206,10 +218,12 @@ impl Segment {
         Ok(ours && read_u32(&start, SEGMENT_HEADER_BYTES) == 0)
     }
 
-    /// Opens an existing segment file, checking its header. The last segment (`writable`) is
-    /// grown back to its capacity if a crash or a cut left the file shorter. `length` is the
-    /// file's length as first found (a failed recovery attempt may already have grown it).
-    pub fn open(path: &Path, first_position: u64, writable: bool, length: u64) -> Result<Segment, StoreError> {
+    /// Opens an existing segment file, checking its header. A segment that may take appends
+    /// (`Reopen::Writable` or `Last`) is grown back to its capacity if a crash or a cut left the
+    /// file shorter. `length` is the file's length as first found (a failed recovery attempt may
+    /// already have grown it).
+    pub fn open(path: &Path, first_position: u64, reopen: Reopen, length: u64) -> Result<Segment, StoreError> {
+        let writable = reopen != Reopen::Sealed;
         let context = format!("open segment {}", path.display());
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_error(context.clone()))?;
         let current_length = file.metadata().map_err(io_error(context.clone()))?.len();
@@ -220,7 +234,7 @@ impl Segment {
             return Err(corrupt(format!("file is {length} bytes, shorter than the segment header")));
         }
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut raw, 0).map_err(io_error(context.clone()))?;
-        if writable && raw.iter().all(|&byte| byte == 0) {
+        if reopen == Reopen::Last && raw.iter().all(|&byte| byte == 0) {
             // The last segment's creation was never synced (see `Segment::create`): its name
             // reached the disk, its header did not. The name says where it starts; records that
             // did reach the disk are found by the scan, each checked against its checksum.
@@ -475,18 +489,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(segment_file_name(0));
         std::fs::write(&path, vec![7u8; 4096]).unwrap();
-        let error = Segment::open(&path, 0, false, 4096).err().unwrap().to_string();
+        let error = Segment::open(&path, 0, Reopen::Sealed, 4096).err().unwrap().to_string();
         assert!(error.contains("bad magic") && error.contains("00000000000000000000.seg"), "{error}");
 
         let segment = Segment::create(dir.path(), 5, 4096, None, false).unwrap();
         drop(segment);
         let path = dir.path().join(segment_file_name(5));
-        let error = Segment::open(&path, 6, false, 4096).err().unwrap().to_string();
+        let error = Segment::open(&path, 6, Reopen::Sealed, 4096).err().unwrap().to_string();
         assert!(error.contains("first position 5"), "{error}");
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        let error = Segment::open(&path, 5, false, 4096).err().unwrap().to_string();
+        let error = Segment::open(&path, 5, Reopen::Sealed, 4096).err().unwrap().to_string();
         assert!(error.contains("header checksum"), "{error}");
     }
 
@@ -495,13 +509,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(segment_file_name(9));
         std::fs::write(&path, vec![0u8; 8192]).unwrap();
-        let error = Segment::open(&path, 9, false, 8192).err().unwrap().to_string();
+        let error = Segment::open(&path, 9, Reopen::Sealed, 8192).err().unwrap().to_string();
         assert!(error.contains("bad magic"), "a sealed segment's header must be there: {error}");
 
-        let segment = Segment::open(&path, 9, true, 8192).unwrap();
+        let segment = Segment::open(&path, 9, Reopen::Last, 8192).unwrap();
         assert_eq!((segment.first_position, segment.capacity()), (9, 8192));
         drop(segment);
         // The header was written back: the file now opens as a sealed segment too.
-        assert!(Segment::open(&path, 9, false, 8192).is_ok());
+        assert!(Segment::open(&path, 9, Reopen::Sealed, 8192).is_ok());
     }
 }
