@@ -369,17 +369,30 @@ fn a_torn_last_record_is_truncated_despite_a_stale_checkpoint() {
     check_cuts(original.path(), &cuts, true, &appended[..count as usize - 1], last.start);
 }
 
-/// A log whose last segment starts with record `first_of_last` and whose segment before it ends
-/// with record `first_of_last - 1`; returns the log's records and both segment files.
-fn log_ending_in_a_fresh_segment(dir: &Path) -> (Vec<Appended>, PathBuf, PathBuf) {
-    let count = 60;
-    let appended = build_log(dir, count);
+/// A log of three segments or more, seen as if its last segment's records never reached the
+/// disk.
+struct FreshSegmentLog {
+    /// The records before the last segment.
+    records: Vec<Appended>,
+    /// The segment before the last and the last, relative to the data directory.
+    sealed: PathBuf,
+    last: PathBuf,
+    /// The frame of the sealed segment's last record.
+    torn: Range<usize>,
+}
+
+fn log_ending_in_a_fresh_segment(dir: &Path) -> FreshSegmentLog {
+    let appended = build_log(dir, 60);
     let files = segment_files(dir);
     assert!(files.len() >= 3, "the log should span three segments or more");
-    let (sealed, last) = (files[files.len() - 2].clone(), files[files.len() - 1].clone());
-    // Only the first `first_position(last)` records: the last segment's go, as if never written.
-    let kept = first_position(&last) as usize;
-    (appended[..kept].to_vec(), sealed, last)
+    let relative = |file: &Path| PathBuf::from("segments").join(file.file_name().unwrap_or_default());
+    let (sealed, last) = (&files[files.len() - 2], &files[files.len() - 1]);
+    FreshSegmentLog {
+        records: appended[..first_position(last) as usize].to_vec(),
+        sealed: relative(sealed),
+        last: relative(last),
+        torn: frames(sealed).pop().expect("the sealed segment holds records"),
+    }
 }
 
 /// Erases every record of a segment file, keeping its header: a segment whose records never
@@ -396,10 +409,8 @@ fn a_torn_tail_across_a_roll_is_truncated_and_the_empty_segment_after_it_removed
     // segment torn and the new one without a record. Proves the torn record goes, the empty
     // segment file goes, and appends continue in the sealed segment, for every cut.
     let original = tempfile::tempdir().expect("a temporary directory");
-    let (records, sealed, last) = log_ending_in_a_fresh_segment(original.path());
-    let sealed_name = PathBuf::from("segments").join(sealed.file_name().unwrap_or_default());
-    let last_name = PathBuf::from("segments").join(last.file_name().unwrap_or_default());
-    let torn = frames(&sealed).pop().expect("the sealed segment holds records");
+    let FreshSegmentLog { records, sealed: sealed_name, last: last_name, torn } =
+        log_ending_in_a_fresh_segment(original.path());
     let intact = &records[..records.len() - 1];
     let extra = 500;
     let redo =
@@ -433,10 +444,8 @@ fn a_torn_sealed_segment_followed_by_records_is_still_corruption() {
     // Proves the exception above covers a segment without a record only: a tear with records
     // after it is reported at the torn record, and nothing is removed.
     let original = tempfile::tempdir().expect("a temporary directory");
-    let (records, sealed, last) = log_ending_in_a_fresh_segment(original.path());
-    let sealed_name = PathBuf::from("segments").join(sealed.file_name().unwrap_or_default());
-    let last_name = PathBuf::from("segments").join(last.file_name().unwrap_or_default());
-    let torn = frames(&sealed).pop().expect("the sealed segment holds records");
+    let FreshSegmentLog { records, sealed: sealed_name, last: last_name, torn } =
+        log_ending_in_a_fresh_segment(original.path());
     let copy = copy_of(original.path());
     truncate(&copy.path().join(&sealed_name), torn.start + 4);
     remove_checkpoint(copy.path());
