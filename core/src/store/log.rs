@@ -122,10 +122,12 @@ struct Shared {
     /// [`Shared::delete_retired`] outside the append lock: an unlink of a 64 MiB file and the
     /// directory's fsync stalled every appender while a roll held the lock.
     retired: Mutex<Vec<PathBuf>>,
-    /// Whether `retired` holds a path (checked by every append without the lock).
+    /// Whether `retired` holds a path or their deletion is under way (checked by every append
+    /// without the lock; cleared once the files are gone).
     retired_pending: AtomicBool,
     /// Held while deleting retired files, so they go oldest first even with two deleters: a
-    /// crash leaves only the newest of them, next to the kept segments, never a gap.
+    /// crash leaves only the newest of them, next to the kept segments (a gap only if an unlink
+    /// failed, which is logged).
     deleting: Mutex<()>,
     stop: Mutex<bool>,
     stop_signal: Condvar,
