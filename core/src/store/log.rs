@@ -868,12 +868,27 @@ impl Shared {
     /// Under `Always`, writes the frames still waiting for the group fsync's pwrite (the next
     /// fsync still covers them): before a roll, so that the process dying can never leave the
     /// next segment's file after a segment that lacks its end (open would report that gap).
+    ///
+    /// A segment sealed by an earlier roll that no fsync has covered yet (two rolls within one
+    /// group fsync: tiny segments or huge batches) is synced first, so the frames of a later
+    /// segment never reach the disk before the end of an earlier one does: a machine crash
+    /// then leaves at most the newest sealed segment torn, with no record after it, which
+    /// recovery takes for the log's torn tail instead of corruption.
     fn write_waiting_frames(&self, state: &mut State) -> Result<(), StoreError> {
         if state.unwritten.is_empty() {
             return Ok(());
         }
         // After a flush still writing runs it took earlier (lock order: state, then writing).
         let _writing = self.writing.lock();
+        let first_waiting = state.unwritten[0].segment.first_position;
+        let segments = Arc::clone(&self.view.read());
+        for segment in segments.iter().filter(|s| s.first_position < first_waiting) {
+            let written = segment.written.load(Ordering::Acquire);
+            if let Err(error) = segment.sync_to(written, false) {
+                let _ = self.failure.set(error.to_string());
+                return Err(error);
+            }
+        }
         for mut run in std::mem::take(&mut state.unwritten) {
             if let Err(error) = run.segment.write_frames(run.start, &mut run.bytes) {
                 // Which bytes reached the file is unknown, as for a failed flush.
@@ -2552,6 +2567,20 @@ mod tests {
             log.append_deferred_with(std::slice::from_ref(&draft("a", n)), &mut |_, _| Ok(())).unwrap();
             n += 1;
         }
+        // Two more rolls within the same (never run) group fsync: each syncs the segments
+        // before the one whose frames it writes, so only the newest sealed one can be torn.
+        while segments() < 4 {
+            log.append_deferred_with(std::slice::from_ref(&draft("a", n)), &mut |_, _| Ok(())).unwrap();
+            n += 1;
+        }
+        let view = Arc::clone(&log.shared.view.read());
+        let unsynced: Vec<u64> = view
+            .iter()
+            .filter(|s| s.synced.load(Ordering::Acquire) < s.written.load(Ordering::Acquire))
+            .map(|s| s.first_position)
+            .collect();
+        assert_eq!(unsynced, [view[2].first_position, view[3].first_position]);
+        drop(view);
         log.crash();
         let log = Log::open(dir.path(), config).unwrap();
         // Every event before the roll is there; the one that rolled was only in memory.
