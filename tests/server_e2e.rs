@@ -74,7 +74,10 @@ fn http_server_end_to_end() {
     require_python_modules(&root);
     let started = Instant::now();
     let mut suite = Command::new("python3")
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", SUITE])
+        // Each test's server zero-fills a 64 MiB segment (and a spare) in its data directory:
+        // only a failed test's directories are kept (pytest keeps every test's of the last 3
+        // runs by default, 5 GB here).
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "tmp_path_retention_policy=failed", SUITE])
         .current_dir(&root)
         .env("HERALD_BIN", env!("CARGO_BIN_EXE_herald"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
