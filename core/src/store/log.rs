@@ -31,7 +31,8 @@ use super::index::{
 use super::metrics::{record_latency, Recorder};
 use super::prefault;
 use super::record::{
-    classify, frame_len, frame_len_for_body, write_frame, EventView, Frame, RecordFields, FRAME_HEADER_BYTES,
+    classify, frame_len, frame_len_for_body, lost_sector, write_frame, EventView, Frame, RecordFields,
+    FRAME_HEADER_BYTES,
 };
 use super::segment::{
     io_error, parse_segment_file_name, prefetch_for_write, sync_dir, Reopen, Segment, SEGMENT_HEADER_BYTES,
@@ -1783,8 +1784,9 @@ struct Scanned {
 }
 
 /// Scans records from `offset`, adding them to the index. In the last segment, an incomplete
-/// record or an unfinished batch at the end is a torn tail: it is cut off and zeroed. Anywhere
-/// else, and for any complete record that fails its checksum, the scan reports corruption.
+/// record, an unfinished batch or a record with a sector a power loss left unwritten at the end
+/// is a torn tail: it is cut off and zeroed. Anywhere else, and for any other complete record
+/// that fails its checksum, the scan reports corruption.
 fn scan(
     segment: &Segment,
     mut offset: usize,
@@ -1837,8 +1839,13 @@ fn scan(
                 break true;
             }
             Frame::Complete(length) => {
-                let view = EventView::decode(&region[..length])
-                    .map_err(|error| corrupt(offset, position, error.to_string()))?;
+                let view = match EventView::decode(&region[..length]) {
+                    Ok(view) => view,
+                    // A write the power loss tore: a sector after the length never reached
+                    // the disk. Like a missing length, a torn tail in the last segment.
+                    Err(_) if is_last && lost_sector(&region[..length], offset) => break true,
+                    Err(error) => return Err(corrupt(offset, position, error.to_string())),
+                };
                 if view.position != position {
                     return Err(corrupt(offset, position, format!("record holds position {}", view.position)));
                 }

@@ -134,6 +134,47 @@ pub(crate) fn classify(region: &[u8]) -> Frame {
     }
 }
 
+/// The unit a disk writes whole: a power loss during a write (an fsync that never returned) may
+/// leave any of its sectors unwritten, and an unwritten sector of a segment reads as zeros (the
+/// files are zero-filled or preallocated, and never written twice).
+pub(crate) const SECTOR_BYTES: usize = 512;
+
+/// Whether the complete `frame` starting at file offset `at`, which failed to decode, shows a
+/// sector that never reached the disk: the frame's bytes in some sector after the one holding
+/// its length are all zero, where a record cannot be: that stretch is either a whole sector of
+/// the body (512 zero bytes) or reaches the body's end, which is the payload's JSON (never
+/// empty, and JSON has no zero byte). A bit flip zeroes at most one byte, so only a flip that
+/// zeroes the body's last byte, alone in its sector, reads as such a tear. The length must also
+/// be the record's own: the body's field lengths add up to it, unless they lie in a lost sector
+/// too (a flipped length bit would otherwise stretch the frame over the zeros after the log).
+pub(crate) fn lost_sector(frame: &[u8], at: usize) -> bool {
+    let body_len = read_u32(frame, 0) as usize;
+    let content = (FRAME_HEADER_BYTES + body_len).min(frame.len());
+    if content < FRAME_HEADER_BYTES + BODY_FIXED_BYTES {
+        return false;
+    }
+    // Whether the sector starting at `boundary` (after the frame's start) holds only zeros of it.
+    let lost = |boundary: usize| {
+        frame[boundary - at..(boundary + SECTOR_BYTES).min(at + content) - at].iter().all(|&b| b == 0)
+    };
+    let first_boundary = (at / SECTOR_BYTES + 1) * SECTOR_BYTES;
+    if !(first_boundary..at + content).step_by(SECTOR_BYTES).any(lost) {
+        return false;
+    }
+    let body = &frame[FRAME_HEADER_BYTES..content];
+    let declared = BODY_FIXED_BYTES
+        + usize::from(read_u16(body, 74))
+        + usize::from(read_u16(body, 80))
+        + read_u32(body, 84) as usize
+        + read_u32(body, 88) as usize;
+    if declared == body_len {
+        return true;
+    }
+    let lengths = at + FRAME_HEADER_BYTES + 74..at + FRAME_HEADER_BYTES + 92;
+    let first = lengths.start / SECTOR_BYTES * SECTOR_BYTES;
+    (first..lengths.end).step_by(SECTOR_BYTES).any(|sector| sector > at && lost(sector))
+}
+
 /// Why a complete frame is not a valid record.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum DecodeError {
@@ -390,5 +431,40 @@ mod tests {
         }
         assert_eq!(classify(&[0u8; 3]), Frame::End);
         assert_eq!(classify(&[0u8; 64]), Frame::End);
+    }
+
+    #[test]
+    fn a_sector_a_torn_write_left_zero_is_told_from_a_flipped_bit() {
+        // A record of about 1.3 KB, at every 8-aligned offset of a sector: it spans 3 or 4 sectors.
+        let frame = encoded(&EventDraft::new("T", "a", format!(r#"{{"pad":"{}"}}"#, "x".repeat(1200))));
+        let content = FRAME_HEADER_BYTES + read_u32(&frame, 0) as usize;
+        for at in (0..SECTOR_BYTES).step_by(FRAME_ALIGN) {
+            assert!(!lost_sector(&frame, at), "the whole record at {at}");
+            let sectors: Vec<usize> = ((at / SECTOR_BYTES + 1) * SECTOR_BYTES..at + content)
+                .step_by(SECTOR_BYTES)
+                .map(|boundary| boundary - at)
+                .collect();
+            assert!(sectors.len() >= 2, "the record at {at} spans several sectors");
+            for &start in &sectors {
+                let mut torn = frame.clone();
+                torn[start..(start + SECTOR_BYTES).min(content)].fill(0);
+                assert!(lost_sector(&torn, at), "sector from {start} of the record at {at} zeroed");
+            }
+            // A flipped bit anywhere leaves no zero sector behind.
+            for byte in (0..content).step_by(7) {
+                let mut damaged = frame.clone();
+                damaged[byte] ^= 1;
+                assert!(!lost_sector(&damaged, at), "flip at byte {byte} of the record at {at}");
+            }
+            // Nor does a flipped length bit that stretches the frame over the zeros after it.
+            let mut file = frame.clone();
+            file.resize(frame.len() + (1 << 17), 0);
+            for bit in 0..17 {
+                let mut damaged = file.clone();
+                damaged[bit / 8] ^= 1 << (bit % 8);
+                let Frame::Complete(length) = classify(&damaged) else { continue };
+                assert!(!lost_sector(&damaged[..length], at), "length bit {bit} of the record at {at}");
+            }
+        }
     }
 }
