@@ -31,7 +31,7 @@ use super::index::{
 use super::metrics::{record_latency, Recorder};
 use super::prefault;
 use super::record::{
-    classify, frame_len, frame_len_for_body, lost_sector, write_frame, EventView, Frame, RecordFields,
+    classify, frame_len, frame_len_for_body, lost_sector, write_frame, DecodeError, EventView, Frame, RecordFields,
     FRAME_HEADER_BYTES,
 };
 use super::segment::{
@@ -1843,7 +1843,7 @@ fn scan(
                     Ok(view) => view,
                     // A write the power loss tore: a sector after the length never reached
                     // the disk. Like a missing length, a torn tail in the last segment.
-                    Err(_) if is_last && lost_sector(&region[..length], offset) => break true,
+                    Err(DecodeError::Checksum { .. }) if is_last && lost_sector(region, offset) => break true,
                     Err(error) => return Err(corrupt(offset, position, error.to_string())),
                 };
                 if view.position != position {

@@ -139,40 +139,35 @@ pub(crate) fn classify(region: &[u8]) -> Frame {
 /// files are zero-filled or preallocated, and never written twice).
 pub(crate) const SECTOR_BYTES: usize = 512;
 
-/// Whether the complete `frame` starting at file offset `at`, which failed to decode, shows a
-/// sector that never reached the disk: the frame's bytes in some sector after the one holding
-/// its length are all zero, where a record cannot be: that stretch is either a whole sector of
-/// the body (512 zero bytes) or reaches the body's end, which is the payload's JSON (never
-/// empty, and JSON has no zero byte). A bit flip zeroes at most one byte, so only a flip that
-/// zeroes the body's last byte, alone in its sector, reads as such a tear. The length must also
-/// be the record's own: the body's field lengths add up to it, unless they lie in a lost sector
-/// too (a flipped length bit would otherwise stretch the frame over the zeros after the log).
-pub(crate) fn lost_sector(frame: &[u8], at: usize) -> bool {
-    let body_len = read_u32(frame, 0) as usize;
-    let content = (FRAME_HEADER_BYTES + body_len).min(frame.len());
-    if content < FRAME_HEADER_BYTES + BODY_FIXED_BYTES {
+/// Whether the complete frame at the start of `region` (which runs on to the end of the
+/// segment's data), at file offset `at`, whose checksum failed, shows a sector that never
+/// reached the disk: a whole sector after the one holding its length reads as zeros, and a
+/// record cannot hold that many. The sector must cover some of the payload (JSON: never empty,
+/// never a zero byte; metadata may hold zeros) and the body's field lengths must add up to its
+/// length, unless the sector holds those lengths too (a flipped length bit must not stretch the
+/// frame over the zeros after the log). A bit flip zeroes one byte at most, so the only flip
+/// read as a tear is one that zeroes the payload's last byte when that byte is alone in the last
+/// sector of the data.
+pub(crate) fn lost_sector(region: &[u8], at: usize) -> bool {
+    let body_len = u64::from(read_u32(region, 0));
+    let content = FRAME_HEADER_BYTES as u64 + body_len;
+    if content < (FRAME_HEADER_BYTES + BODY_FIXED_BYTES) as u64 || content > region.len() as u64 {
         return false;
     }
-    // Whether the sector starting at `boundary` (after the frame's start) holds only zeros of it.
-    let lost = |boundary: usize| {
-        frame[boundary - at..(boundary + SECTOR_BYTES).min(at + content) - at].iter().all(|&b| b == 0)
-    };
-    let first_boundary = (at / SECTOR_BYTES + 1) * SECTOR_BYTES;
-    if !(first_boundary..at + content).step_by(SECTOR_BYTES).any(lost) {
-        return false;
+    let (content, data_end) = (content as usize, at + region.len());
+    // Whether the sector starting at `sector` (after the frame's start) holds only zeros.
+    let lost = |sector: usize| region[sector - at..(sector + SECTOR_BYTES).min(data_end) - at].iter().all(|&b| b == 0);
+    let body = &region[FRAME_HEADER_BYTES..content];
+    let fields = u64::from(read_u16(body, 74)) + u64::from(read_u16(body, 80));
+    let metadata_and_data = u64::from(read_u32(body, 84)) + u64::from(read_u32(body, 88));
+    let sectors = |from: usize, to: usize| (from / SECTOR_BYTES * SECTOR_BYTES..to).step_by(SECTOR_BYTES);
+    if BODY_FIXED_BYTES as u64 + fields + metadata_and_data == body_len {
+        let payload = at + content - read_u32(body, 88) as usize;
+        sectors(payload, at + content).any(|sector| sector > at && lost(sector))
+    } else {
+        let lengths = at + FRAME_HEADER_BYTES + 74..at + FRAME_HEADER_BYTES + 92;
+        sectors(lengths.start, lengths.end).any(|sector| sector > at && lost(sector))
     }
-    let body = &frame[FRAME_HEADER_BYTES..content];
-    let declared = BODY_FIXED_BYTES
-        + usize::from(read_u16(body, 74))
-        + usize::from(read_u16(body, 80))
-        + read_u32(body, 84) as usize
-        + read_u32(body, 88) as usize;
-    if declared == body_len {
-        return true;
-    }
-    let lengths = at + FRAME_HEADER_BYTES + 74..at + FRAME_HEADER_BYTES + 92;
-    let first = lengths.start / SECTOR_BYTES * SECTOR_BYTES;
-    (first..lengths.end).step_by(SECTOR_BYTES).any(|sector| sector > at && lost(sector))
 }
 
 /// Why a complete frame is not a valid record.
@@ -433,37 +428,64 @@ mod tests {
         assert_eq!(classify(&[0u8; 64]), Frame::End);
     }
 
+    /// `frame` at offset `at` of a file, followed by zeros (the rest of a preallocated segment).
+    fn in_file(frame: &[u8]) -> Vec<u8> {
+        let mut file = frame.to_vec();
+        file.resize(frame.len() + (1 << 17), 0);
+        file
+    }
+
+    /// The sector starts after `at` that the record's payload overlaps, relative to the frame.
+    fn payload_sectors(frame: &[u8], at: usize) -> Vec<usize> {
+        let content = FRAME_HEADER_BYTES + read_u32(frame, 0) as usize;
+        let payload = content - read_u32(&frame[FRAME_HEADER_BYTES..], 88) as usize;
+        (((at + payload) / SECTOR_BYTES * SECTOR_BYTES).max(at + 1)..at + content)
+            .filter(|offset| offset % SECTOR_BYTES == 0)
+            .map(|offset| offset - at)
+            .collect()
+    }
+
     #[test]
     fn a_sector_a_torn_write_left_zero_is_told_from_a_flipped_bit() {
         // A record of about 1.3 KB, at every 8-aligned offset of a sector: it spans 3 or 4 sectors.
         let frame = encoded(&EventDraft::new("T", "a", format!(r#"{{"pad":"{}"}}"#, "x".repeat(1200))));
+        let file = in_file(&frame);
         let content = FRAME_HEADER_BYTES + read_u32(&frame, 0) as usize;
         for at in (0..SECTOR_BYTES).step_by(FRAME_ALIGN) {
-            assert!(!lost_sector(&frame, at), "the whole record at {at}");
-            let sectors: Vec<usize> = ((at / SECTOR_BYTES + 1) * SECTOR_BYTES..at + content)
-                .step_by(SECTOR_BYTES)
-                .map(|boundary| boundary - at)
-                .collect();
+            assert!(!lost_sector(&file, at), "the whole record at {at}");
+            let sectors = payload_sectors(&frame, at);
             assert!(sectors.len() >= 2, "the record at {at} spans several sectors");
             for &start in &sectors {
-                let mut torn = frame.clone();
-                torn[start..(start + SECTOR_BYTES).min(content)].fill(0);
+                let mut torn = file.clone();
+                torn[start..start + SECTOR_BYTES].fill(0);
                 assert!(lost_sector(&torn, at), "sector from {start} of the record at {at} zeroed");
             }
-            // A flipped bit anywhere leaves no zero sector behind.
-            for byte in (0..content).step_by(7) {
-                let mut damaged = frame.clone();
+            // A flipped bit anywhere leaves no zero sector behind, nor does a flipped length
+            // bit that stretches the frame over the zeros after it.
+            for byte in (0..content).step_by(7).chain(0..3) {
+                for bit in [0, 4] {
+                    let mut damaged = file.clone();
+                    damaged[byte] ^= 1 << bit;
+                    if let Frame::Complete(_) = classify(&damaged) {
+                        assert!(!lost_sector(&damaged, at), "bit {bit} of byte {byte} of the record at {at}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zeros_in_metadata_are_not_a_lost_sector() {
+        // Metadata may hold zero bytes: a sector of them is no tear, and a flipped bit elsewhere
+        // in such a record is still damage.
+        let draft = EventDraft::new("T", "a", r#"{"x":1}"#).with_metadata("blob", "\0".repeat(1100));
+        let frame = encoded(&draft);
+        let file = in_file(&frame);
+        for at in (0..SECTOR_BYTES).step_by(FRAME_ALIGN * 5) {
+            for byte in [5, 8, 30, frame.len() - 12, frame.len() - 10] {
+                let mut damaged = file.clone();
                 damaged[byte] ^= 1;
                 assert!(!lost_sector(&damaged, at), "flip at byte {byte} of the record at {at}");
-            }
-            // Nor does a flipped length bit that stretches the frame over the zeros after it.
-            let mut file = frame.clone();
-            file.resize(frame.len() + (1 << 17), 0);
-            for bit in 0..17 {
-                let mut damaged = file.clone();
-                damaged[bit / 8] ^= 1 << (bit % 8);
-                let Frame::Complete(length) = classify(&damaged) else { continue };
-                assert!(!lost_sector(&damaged[..length], at), "length bit {bit} of the record at {at}");
             }
         }
     }
