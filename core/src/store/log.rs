@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -84,6 +84,12 @@ struct Shared {
     /// prefetched (see `segment::prefetch_for_write`), never dereferenced; 0 for none.
     next_write: AtomicUsize,
     commit: Mutex<CommitState>,
+    /// Positions below this are on disk (raised under `commit`, read without it).
+    durable: AtomicU64,
+    /// Bumped (under `commit`) when a group fsync ends: the appenders waiting for it sleep on
+    /// this word, and one futex call wakes them all. A wake-up per waiter took the syncer 7
+    /// system calls, each preempted by the thread it had just woken, while the last ones waited.
+    commit_epoch: AtomicU32,
     /// Held by a flush while it writes the runs it took from `State::unwritten` (taken while
     /// holding the state lock, so the order is always state, then this): a reader that needs
     /// one of those records waits for it here.
@@ -182,17 +188,16 @@ struct Unwritten {
 }
 
 struct CommitState {
-    /// Positions below this are on disk.
-    durable: u64,
     /// Whether some thread is running an fsync right now.
     syncing: bool,
-    /// Appends waiting for their ack that the last group fsync covered: its appenders, who
-    /// append again as soon as it is done (see [`Shared::gather_appends`]).
+    /// Appends waiting for their ack when the last group fsync ended (those it covered and
+    /// those that arrived during it): its appenders, who append again as soon as it is done
+    /// (see [`Shared::gather_appends`]).
     last_batch: u64,
     /// A moving average of the fsync time (ns), which bounds the wait for them.
     fsync_average_ns: u64,
-    /// Threads parked until the running fsync ends (a thread may also wake early and look).
-    waiting: Vec<std::thread::Thread>,
+    /// Threads sleeping on `Shared::commit_epoch` until the running fsync ends.
+    waiting: u32,
 }
 
 /// What [`Log::verify`] walked.
@@ -346,13 +351,9 @@ impl Log {
             visible: AtomicU64::new(next_position),
             appended: AtomicU64::new(next_position),
             next_write: AtomicUsize::new(0),
-            commit: Mutex::new(CommitState {
-                durable: next_position,
-                syncing: false,
-                last_batch: 0,
-                fsync_average_ns: 0,
-                waiting: Vec::new(),
-            }),
+            commit: Mutex::new(CommitState { syncing: false, last_batch: 0, fsync_average_ns: 0, waiting: 0 }),
+            durable: AtomicU64::new(next_position),
+            commit_epoch: AtomicU32::new(0),
             writing: Mutex::new(()),
             failure: OnceLock::new(),
             snapshots,
@@ -986,20 +987,24 @@ impl Shared {
     fn wait_durable(&self, end: u64) -> Result<(), StoreError> {
         let mut commit = self.commit.lock();
         loop {
-            if commit.durable >= end {
+            if self.durable.load(Ordering::Acquire) >= end {
                 return Ok(());
             }
             if let Some(cause) = self.failure.get() {
                 return Err(StoreError::ReadOnly { cause: cause.clone() });
             }
             if commit.syncing {
-                // Parked, not a condvar wait: a condvar's waiters re-take the lock one after the
-                // other, each woken only when the one before releases it, and that chain of
-                // wake-ups was a third of a group fsync's cycle with 8 writers on 2 cores.
-                // Unparked, they all run at once.
-                commit.waiting.push(std::thread::current());
+                // On a futex word, not a condvar: a condvar's waiters re-take the lock one after
+                // the other, each woken only when the one before releases it, and that chain of
+                // wake-ups was a third of a group fsync's cycle with 8 writers on 2 cores. Woken
+                // at once, they look at `durable` without the lock.
+                let epoch = self.commit_epoch.load(Ordering::Acquire);
+                commit.waiting += 1;
                 drop(commit);
-                std::thread::park();
+                atomic_wait::wait(&self.commit_epoch, epoch);
+                if self.durable.load(Ordering::Acquire) >= end {
+                    return Ok(());
+                }
                 commit = self.commit.lock();
                 continue;
             }
@@ -1016,9 +1021,13 @@ impl Shared {
             commit.syncing = false;
             match result {
                 Ok((durable, acks)) => {
-                    commit.last_batch = acks;
+                    // Every appender waiting now comes back for the next fsync: those it covered
+                    // and those that arrived during it. With the one that came last left out, the
+                    // next fsync leaves out the last again (7 of 8 writers here, for as long as
+                    // they run).
+                    commit.last_batch = acks + self.acks_waiting.load(Ordering::Acquire);
                     commit.fsync_average_ns = (commit.fsync_average_ns * 7 + took_ns) / 8;
-                    commit.durable = commit.durable.max(durable);
+                    self.durable.fetch_max(durable, Ordering::AcqRel);
                     self.visible.fetch_max(durable, Ordering::AcqRel);
                 }
                 Err(error) => {
@@ -1026,10 +1035,11 @@ impl Shared {
                 }
             }
             let waiting = std::mem::take(&mut commit.waiting);
+            self.commit_epoch.fetch_add(1, Ordering::Release);
             drop(commit);
-            // Each re-checks under the lock; one may run the next fsync.
-            for thread in waiting {
-                thread.unpark();
+            // Each returns if its appends are durable; otherwise one runs the next fsync.
+            if waiting > 0 {
+                atomic_wait::wake_all(&self.commit_epoch);
             }
             commit = self.commit.lock();
         }
@@ -1037,8 +1047,8 @@ impl Shared {
 
     /// Before a group fsync, gives the appenders the chance to finish writing so the fsync covers
     /// them too. Under `Always`, first waits (yielding, at most `patience`) until as many
-    /// appends wait for an ack as the last fsync covered (`last_batch`): the appenders it
-    /// released are appending again, and with more of them than cores they come back one by
+    /// appends wait for an ack as did when the last fsync ended (`last_batch`): the appenders
+    /// it released are appending again, and with more of them than cores they come back one by
     /// one, so without the wait each fsync took only the first few (5 of 8 writers here). Then
     /// yields while appends keep arriving, at most a few times. A lone writer pays one
     /// `sched_yield` per fsync.
