@@ -263,6 +263,16 @@ fn next_version(earlier: &[Appended], n: u64) -> u64 {
     1 + earlier.iter().filter(|a| number_of(a.id).map(aggregate_of).as_ref() == Some(&aggregate)).count() as u64
 }
 
+/// The event appended after recovery to check the log takes appends again (number 500, never
+/// appended before), and the acknowledgement it must get after `intact`.
+fn redo_after(intact: &[Appended]) -> (u64, [Appended; 1]) {
+    let extra = 500;
+    (
+        extra,
+        [Appended { id: id_of(extra), position: intact.len() as u64, aggregate_version: next_version(intact, extra) }],
+    )
+}
+
 /// Where a recovered log's records must end: the last segment (relative to the data directory)
 /// and the offset after the last intact record. Recovery zeroes everything after it.
 struct Tail {
@@ -316,9 +326,7 @@ fn first_lines(failures: &[String]) -> String {
 fn check_cuts(original: &Path, cuts: &[usize], keep_checkpoint: bool, intact: &[Appended], end: usize) {
     let last = segment_files(original).pop().unwrap_or_default();
     let tail = Tail { segment: PathBuf::from("segments").join(last.file_name().unwrap_or_default()), end };
-    let extra = 500;
-    let redo =
-        [Appended { id: id_of(extra), position: intact.len() as u64, aggregate_version: next_version(intact, extra) }];
+    let (extra, redo) = redo_after(intact);
     let mut failures = Vec::new();
     for &cut in cuts {
         let copy = copy_of(original);
@@ -412,9 +420,7 @@ fn a_torn_tail_across_a_roll_is_truncated_and_the_empty_segment_after_it_removed
     let FreshSegmentLog { records, sealed: sealed_name, last: last_name, torn } =
         log_ending_in_a_fresh_segment(original.path());
     let intact = &records[..records.len() - 1];
-    let extra = 500;
-    let redo =
-        [Appended { id: id_of(extra), position: intact.len() as u64, aggregate_version: next_version(intact, extra) }];
+    let (extra, redo) = redo_after(intact);
     let tail = Tail { segment: sealed_name.clone(), end: torn.start };
     let mut failures = Vec::new();
     for cut in torn.clone() {
@@ -580,10 +586,8 @@ fn sectors_a_power_loss_left_unwritten_in_the_last_write_are_a_torn_tail() {
     let locations = record_locations(original.path(), count);
     let (last_segment, frame) = locations[count as usize - 1].clone();
     assert!(sectors_of(&frame).len() >= 4, "the last record spans several sectors: {frame:?}");
-    let extra = 500;
     let intact = &appended[..count as usize - 1];
-    let redo =
-        [Appended { id: id_of(extra), position: intact.len() as u64, aggregate_version: next_version(intact, extra) }];
+    let (extra, redo) = redo_after(intact);
     let sets = check_lost_sectors(original.path(), &frame, intact, (&[extra], &redo));
     assert!(sets >= 15);
 
