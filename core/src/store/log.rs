@@ -190,9 +190,8 @@ struct Unwritten {
 struct CommitState {
     /// Whether some thread is running an fsync right now.
     syncing: bool,
-    /// Appends waiting for their ack when the last group fsync ended (those it covered and
-    /// those that arrived during it): its appenders, who append again as soon as it is done
-    /// (see [`Shared::gather_appends`]).
+    /// Appends waiting for their ack that the last group fsync covered: its appenders, who
+    /// append again as soon as it is done (see [`Shared::gather_appends`]).
     last_batch: u64,
     /// A moving average of the fsync time (ns), which bounds the wait for them.
     fsync_average_ns: u64,
@@ -1021,14 +1020,12 @@ impl Shared {
             commit.syncing = false;
             match result {
                 Ok((durable, acks)) => {
-                    // Every appender waiting now comes back for the next fsync: those it covered
-                    // and those that arrived during it. With the one that came last left out, the
-                    // next fsync leaves out the last again (7 of 8 writers here, for as long as
-                    // they run).
-                    commit.last_batch = acks + self.acks_waiting.load(Ordering::Acquire);
+                    commit.last_batch = acks;
                     commit.fsync_average_ns = (commit.fsync_average_ns * 7 + took_ns) / 8;
-                    self.durable.fetch_max(durable, Ordering::AcqRel);
+                    // Visible first: a waiter that sees `durable` (without the lock) returns,
+                    // and its client may read its events at once.
                     self.visible.fetch_max(durable, Ordering::AcqRel);
+                    self.durable.fetch_max(durable, Ordering::AcqRel);
                 }
                 Err(error) => {
                     let _ = self.failure.set(error.to_string());
@@ -1047,8 +1044,8 @@ impl Shared {
 
     /// Before a group fsync, gives the appenders the chance to finish writing so the fsync covers
     /// them too. Under `Always`, first waits (yielding, at most `patience`) until as many
-    /// appends wait for an ack as did when the last fsync ended (`last_batch`): the appenders
-    /// it released are appending again, and with more of them than cores they come back one by
+    /// appends wait for an ack as the last fsync covered (`last_batch`): the appenders it
+    /// released are appending again, and with more of them than cores they come back one by
     /// one, so without the wait each fsync took only the first few (5 of 8 writers here). Then
     /// yields while appends keep arriving, at most a few times. A lone writer pays one
     /// `sched_yield` per fsync.
