@@ -52,7 +52,8 @@ const SEGMENTS_DIR: &str = "segments";
 const PREFAULT_WINDOW_BYTES: usize = 8 * 1024 * 1024;
 /// Failed checkpoints in a row after which retention deletes segments no checkpoint covers.
 const RETENTION_CHECKPOINT_TRIES: u64 = 3;
-/// The longest a group fsync waits for the appenders of the last one (see `gather_appends`).
+/// The longest a group fsync waits for the appenders of the last one before it starts (twice
+/// this while they keep arriving; see `gather_appends`).
 const MAX_GATHER_WAIT: Duration = Duration::from_millis(1);
 /// How much the prefault thread faults in per call.
 const PREFAULT_STEP_BYTES: usize = 512 * 1024;
@@ -148,6 +149,9 @@ struct Shared {
     segment_created: Condvar,
     #[cfg(test)]
     fail_syncs: AtomicBool,
+    /// Set by `Log::panic_in_next_sync` in tests: the next flush panics (after a pause).
+    #[cfg(test)]
+    panic_syncs: AtomicBool,
     /// Set by `Log::crash` in tests: drop without the closing sync and checkpoint.
     #[cfg(test)]
     crashed: AtomicBool,
@@ -377,6 +381,8 @@ impl Log {
             #[cfg(test)]
             fail_syncs: AtomicBool::new(false),
             #[cfg(test)]
+            panic_syncs: AtomicBool::new(false),
+            #[cfg(test)]
             crashed: AtomicBool::new(false),
             config,
         });
@@ -576,6 +582,11 @@ impl Log {
     #[cfg(test)]
     fn fail_next_syncs(&self) {
         self.shared.fail_syncs.store(true, Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    fn panic_in_next_sync(&self) {
+        self.shared.panic_syncs.store(true, Ordering::SeqCst);
     }
 }
 
@@ -1009,13 +1020,27 @@ impl Shared {
             }
             commit.syncing = true;
             let last_batch = commit.last_batch;
-            // Waiting for the appenders costs at most half an fsync, for one fsync saved.
+            // Waiting for the appenders costs at most half an fsync for one fsync saved (a whole
+            // one while they keep arriving, see `gather_appends`).
             let patience = Duration::from_nanos(commit.fsync_average_ns / 2).min(MAX_GATHER_WAIT);
             drop(commit);
-            self.gather_appends(last_batch, patience);
             let started = Instant::now();
-            let result = self.flush();
+            // A panic in here (a bug) must not leave `syncing` set with the waiters asleep for
+            // good: they are woken to the latched failure (the runs the flush took may be lost,
+            // as after a failed write), then the panic goes on.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.gather_appends(last_batch, patience);
+                self.flush()
+            }));
             let took_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let (result, panicked) = match run {
+                Ok(result) => (result, None),
+                Err(payload) => {
+                    let cause = "a group fsync panicked".to_string();
+                    let _ = self.failure.set(cause.clone());
+                    (Err(StoreError::ReadOnly { cause }), Some(payload))
+                }
+            };
             commit = self.commit.lock();
             commit.syncing = false;
             match result {
@@ -1038,22 +1063,44 @@ impl Shared {
             if waiting > 0 {
                 atomic_wait::wake_all(&self.commit_epoch);
             }
+            if let Some(payload) = panicked {
+                std::panic::resume_unwind(payload);
+            }
             commit = self.commit.lock();
         }
     }
 
     /// Before a group fsync, gives the appenders the chance to finish writing so the fsync covers
-    /// them too. Under `Always`, first waits (yielding, at most `patience`) until as many
-    /// appends wait for an ack as the last fsync covered (`last_batch`): the appenders it
-    /// released are appending again, and with more of them than cores they come back one by
-    /// one, so without the wait each fsync took only the first few (5 of 8 writers here). Then
-    /// yields while appends keep arriving, at most a few times. A lone writer pays one
-    /// `sched_yield` per fsync.
+    /// them too. Under `Always`, first waits (yielding) until as many appends wait for an ack as
+    /// the last fsync covered (`last_batch`): the appenders it released are appending again,
+    /// and with more of them than cores they come back one by one, so without the wait each
+    /// fsync took only the first few (5 of 8 writers here). The wait lasts at most `patience`,
+    /// or half of it after the latest arrival while they keep coming, and never more than
+    /// twice `patience` in all: with a fast disk half an fsync was too short for 8 writers to
+    /// come back on 2 cores. Meanwhile the frames that arrived are written (`write_early`), on
+    /// this otherwise idle thread, so the flush has only the last ones left. Then yields while
+    /// appends keep arriving, at most a few times. A lone writer pays one `sched_yield` per fsync.
     fn gather_appends(&self, last_batch: u64, patience: Duration) {
         if self.config.durability == Durability::Always && !patience.is_zero() {
-            let deadline = Instant::now() + patience;
-            while self.acks_waiting.load(Ordering::Acquire) < last_batch && Instant::now() < deadline {
-                std::thread::yield_now();
+            let started = Instant::now();
+            let mut deadline = started + patience;
+            let limit = started + patience * 2;
+            let mut written = self.appended.load(Ordering::Acquire);
+            loop {
+                let now = Instant::now();
+                if self.acks_waiting.load(Ordering::Acquire) >= last_batch || now >= deadline {
+                    break;
+                }
+                let appended = self.appended.load(Ordering::Acquire);
+                if appended != written {
+                    written = appended;
+                    deadline = deadline.max((now + patience / 2).min(limit));
+                    if self.write_early().is_err() {
+                        return;
+                    }
+                } else {
+                    std::thread::yield_now();
+                }
             }
         }
         let mut seen = self.appended.load(Ordering::Acquire);
@@ -1065,6 +1112,34 @@ impl Shared {
             }
             seen = now;
         }
+    }
+
+    /// During a gather: writes the runs appended so far, so the flush after it has only the
+    /// last ones left. Only runs of a segment every earlier one of which is synced (at most the
+    /// newest sealed segment is unsynced: it is the one before the runs' segment).
+    fn write_early(&self) -> Result<(), StoreError> {
+        let (runs, _writing) = {
+            let mut state = self.state.lock();
+            let Some(first) = state.unwritten.first() else { return Ok(()) };
+            let first_position = first.segment.first_position;
+            if state.unwritten.iter().any(|run| run.segment.first_position != first_position) {
+                return Ok(());
+            }
+            let segments = Arc::clone(&self.view.read());
+            let before = segments.iter().rev().find(|s| s.first_position < first_position);
+            if before.is_some_and(|s| s.synced.load(Ordering::Acquire) < s.written.load(Ordering::Acquire)) {
+                return Ok(());
+            }
+            let writing = self.writing.lock();
+            (std::mem::take(&mut state.unwritten), writing)
+        };
+        for mut run in runs {
+            if let Err(error) = run.segment.write_frames(run.start, &mut run.bytes) {
+                let _ = self.failure.set(error.to_string());
+                return Err(error);
+            }
+        }
+        Ok(())
     }
 
     /// Fsyncs every written, unsynced range; returns the position everything below is durable,
@@ -1085,6 +1160,11 @@ impl Shared {
         };
         if pending.is_empty() || self.dir.is_none() {
             return Ok((target, acks));
+        }
+        #[cfg(test)]
+        if self.panic_syncs.swap(false, Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+            panic!("injected panic in a group fsync");
         }
         #[cfg(test)]
         if self.fail_syncs.load(Ordering::SeqCst) {
@@ -2549,6 +2629,31 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_in_a_group_fsync_wakes_its_waiters_to_a_read_only_log() {
+        // Proves a syncer that panics leaves no appender asleep: they get the latched failure.
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path(), StoreConfig { durability: Durability::Always, ..small() }).unwrap());
+        log.append_one(&draft("a", 0)).unwrap();
+        log.panic_in_next_sync();
+        let syncer = {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || log.append_one(&draft("a", 1)))
+        };
+        // Most likely while the syncer pauses before its panic (else after: the same answer).
+        std::thread::sleep(Duration::from_millis(30));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let waiter = {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || sender.send(log.append_one(&draft("b", 0))))
+        };
+        let answer = receiver.recv_timeout(Duration::from_secs(10)).expect("the waiter was never woken");
+        assert!(matches!(&answer, Err(StoreError::ReadOnly { cause }) if cause.contains("panicked")), "{answer:?}");
+        assert!(syncer.join().is_err(), "the panic goes on in the syncer's thread");
+        waiter.join().unwrap().unwrap();
+        assert!(matches!(log.append_one(&draft("c", 0)), Err(StoreError::ReadOnly { .. })));
+    }
+
+    #[test]
     fn a_failed_fsync_latches_the_log_read_only() {
         // After an fsync error the append reports it and every later write is refused.
         let dir = tempfile::tempdir().unwrap();
@@ -2600,6 +2705,45 @@ mod tests {
         // Every event before the roll is there; the one that rolled was only in memory.
         assert_eq!(log.bounds(), (0, u64::from(n) - 1));
         assert_eq!(all(&log, &ReadQuery::default()).len() as u64, u64::from(n) - 1);
+    }
+
+    #[test]
+    fn a_gather_writes_runs_early_only_once_the_segment_before_theirs_is_synced() {
+        // Proves the syncer's early pwrite keeps segments reaching the disk in order.
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig { durability: Durability::Always, ..small() };
+        let log = Log::open(dir.path(), config.clone()).unwrap();
+        let deferred = |n: u32| log.append_deferred_with(std::slice::from_ref(&draft("a", n)), &mut |_, _| Ok(()));
+        let waiting = || log.shared.state.lock().unwritten.len();
+        let mut n = 0;
+        while log.shared.view.read().len() < 2 {
+            deferred(n).unwrap();
+            n += 1;
+        }
+        // The roll wrote the sealed segment's frames but did not sync them: the new segment's
+        // run stays in memory.
+        log.shared.write_early().unwrap();
+        assert_eq!(waiting(), 1);
+        log.shared.sync().unwrap();
+        assert_eq!(waiting(), 0);
+        for _ in 0..2 {
+            deferred(n).unwrap();
+            n += 1;
+        }
+        assert_eq!(waiting(), 1, "one run for both appends");
+        log.shared.write_early().unwrap();
+        assert_eq!(waiting(), 0);
+        let active = Arc::clone(&log.shared.view.read()[1]);
+        let (synced, written) = (active.synced.load(Ordering::Acquire), active.written.load(Ordering::Acquire));
+        assert!(synced < written, "written early, not synced");
+        let bytes = std::fs::read(active.path.as_ref().unwrap()).unwrap();
+        assert!(matches!(classify(&bytes[synced..written]), Frame::Complete(_)), "the frames are in the file");
+        // The next flush still syncs them.
+        log.shared.sync().unwrap();
+        assert_eq!(active.synced.load(Ordering::Acquire), written);
+        log.crash();
+        let log = Log::open(dir.path(), config).unwrap();
+        assert_eq!(log.bounds(), (0, u64::from(n)));
     }
 
     #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
