@@ -122,19 +122,26 @@ impl Segment {
     /// an fsync cheap enough for group commit; PostgreSQL zero-fills its WAL files for the same
     /// reason.
     ///
+    /// The zeros go in one page per `write`: the page cache sizes a file's folios after the
+    /// writes that create them, and the appends that land in a 1 MiB folio each walk its 256
+    /// block buffers (a 392-byte `pwrite` took 2.4–6.5 µs there against 1.2–2.8 µs in a page).
+    ///
     /// `paced` (the background spare) writes 1 MiB at a time, each fsynced, with a pause after
     /// it, so the preparation never queues a large flush in front of appenders' fsyncs; it gives
     /// up (an error) as soon as `paced` returns false.
     pub fn prepare_file(path: &Path, capacity: usize, paced: Option<&dyn Fn() -> bool>) -> Result<(), StoreError> {
+        const PACE_BYTES: usize = 1 << 20;
         let context = format!("prepare segment file {}", path.display());
         let mut file =
             OpenOptions::new().write(true).create(true).truncate(true).open(path).map_err(io_error(context.clone()))?;
-        let zeros = vec![0u8; (1 << 20).min(capacity)];
+        let zeros = vec![0u8; page_size().min(capacity)];
         let mut left = capacity;
         while left > 0 {
-            let chunk = left.min(zeros.len());
-            file.write_all(&zeros[..chunk]).map_err(io_error(context.clone()))?;
-            left -= chunk;
+            let step = left.min(PACE_BYTES);
+            for at in (0..step).step_by(zeros.len()) {
+                file.write_all(&zeros[..zeros.len().min(step - at)]).map_err(io_error(context.clone()))?;
+            }
+            left -= step;
             if let Some(keep_going) = paced {
                 file.sync_data().map_err(io_error(context.clone()))?;
                 std::thread::sleep(std::time::Duration::from_millis(10));
@@ -391,7 +398,8 @@ impl Segment {
             // costs a write-protect and TLB shootdown per page; measured here, msync of one
             // record took ~2 ms where pwrite + fdatasync took ~0.2 ms. fdatasync also flushes
             // pages dirtied through the map, so it serves both write paths.
-            file.sync_data().map_err(io_error(format!("fsync segment {}", self.display())))?;
+            // The message is formatted only on failure: this runs once per group fsync.
+            file.sync_data().map_err(|source| io_error(format!("fsync segment {}", self.display()))(source))?;
         }
         self.synced.fetch_max(end, Ordering::AcqRel);
         Ok(())
@@ -403,12 +411,13 @@ impl Segment {
     /// Returns false for an in-memory segment (the caller writes through the map instead).
     pub fn write_frames(&self, offset: usize, frames: &mut [u8]) -> Result<bool, StoreError> {
         let Mapping::File(_, file) = &self.mapping else { return Ok(false) };
-        let context = || format!("write segment {}", self.display());
+        // Formatted only on failure (a `format!` per call was 0.6 % of the 8-writer case).
+        let failed = |source| io_error(format!("write segment {}", self.display()))(source);
         let mut first_length = [0u8; 4];
         first_length.copy_from_slice(&frames[0..4]);
         frames[0..4].fill(0);
-        std::os::unix::fs::FileExt::write_all_at(file, frames, offset as u64).map_err(io_error(context()))?;
-        std::os::unix::fs::FileExt::write_all_at(file, &first_length, offset as u64).map_err(io_error(context()))?;
+        std::os::unix::fs::FileExt::write_all_at(file, frames, offset as u64).map_err(failed)?;
+        std::os::unix::fs::FileExt::write_all_at(file, &first_length, offset as u64).map_err(failed)?;
         frames[0..4].copy_from_slice(&first_length);
         Ok(true)
     }
