@@ -491,6 +491,8 @@ impl Log {
         if !state.unwritten.is_empty() {
             return Err(StoreError::Overloaded("appends keep arriving; verify when the log is quieter".into()));
         }
+        // And none still in a syncer's hands, mid-pwrite (lock order: state, then writing).
+        let _writing = self.shared.writing.lock();
         let segments = Arc::clone(&self.shared.view.read());
         let mut report = VerifyReport {
             segments: segments.len(),
@@ -892,6 +894,10 @@ impl Shared {
         }
         // After a flush still writing runs it took earlier (lock order: state, then writing).
         let _writing = self.writing.lock();
+        // Whose write may have failed meanwhile, leaving a hole before these frames.
+        if let Some(cause) = self.failure.get() {
+            return Err(StoreError::ReadOnly { cause: cause.clone() });
+        }
         let first_waiting = state.unwritten[0].segment.first_position;
         let segments = Arc::clone(&self.view.read());
         for segment in segments.iter().filter(|s| s.first_position < first_waiting) {
@@ -1024,21 +1030,22 @@ impl Shared {
             // one while they keep arriving, see `gather_appends`).
             let patience = Duration::from_nanos(commit.fsync_average_ns / 2).min(MAX_GATHER_WAIT);
             drop(commit);
-            let started = Instant::now();
             // A panic in here (a bug) must not leave `syncing` set with the waiters asleep for
             // good: they are woken to the latched failure (the runs the flush took may be lost,
             // as after a failed write), then the panic goes on.
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.gather_appends(last_batch, patience);
-                self.flush()
+                // The flush alone: the gather's own wait must not lengthen the next one's.
+                let started = Instant::now();
+                let result = self.flush();
+                (result, u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))
             }));
-            let took_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            let (result, panicked) = match run {
-                Ok(result) => (result, None),
+            let (result, took_ns, panicked) = match run {
+                Ok((result, took_ns)) => (result, took_ns, None),
                 Err(payload) => {
                     let cause = "a group fsync panicked".to_string();
                     let _ = self.failure.set(cause.clone());
-                    (Err(StoreError::ReadOnly { cause }), Some(payload))
+                    (Err(StoreError::ReadOnly { cause }), 0, Some(payload))
                 }
             };
             commit = self.commit.lock();
@@ -1187,9 +1194,15 @@ impl Shared {
         // Under `Always` the frames went in with pwrite; otherwise through the map.
         let through_map = self.config.durability != Durability::Always;
         let mut fsync_time = Duration::ZERO;
+        // A failure latches here, before `writing` is released: a roll waiting for it must not
+        // write the next segment's frames after a hole.
+        let latch = |error: StoreError| {
+            let _ = self.failure.set(error.to_string());
+            error
+        };
         for (segment, written) in pending {
             while let Some(mut run) = runs.next_if(|run| run.segment.first_position <= segment.first_position) {
-                run.segment.write_frames(run.start, &mut run.bytes)?;
+                run.segment.write_frames(run.start, &mut run.bytes).map_err(latch)?;
             }
             if runs.peek().is_none() {
                 // Readers waiting for those records need not wait for the fsync too.
@@ -1198,13 +1211,13 @@ impl Shared {
             let started = Instant::now();
             // Nothing in a segment is synced before its creation is.
             self.sync_creation()?;
-            segment.sync_to(written, through_map)?;
+            segment.sync_to(written, through_map).map_err(latch)?;
             fsync_time += started.elapsed();
         }
         // None is left: a run raised its segment's `written` above `synced`, so that segment is
         // in `pending`. Written anyway rather than dropped.
         for mut run in runs {
-            run.segment.write_frames(run.start, &mut run.bytes)?;
+            run.segment.write_frames(run.start, &mut run.bytes).map_err(latch)?;
         }
         drop(writing);
         self.recorder.record_fsync(fsync_time);
@@ -2639,8 +2652,12 @@ mod tests {
             let log = Arc::clone(&log);
             std::thread::spawn(move || log.append_one(&draft("a", 1)))
         };
-        // Most likely while the syncer pauses before its panic (else after: the same answer).
-        std::thread::sleep(Duration::from_millis(30));
+        // The waiter comes while the syncer pauses before its panic, or after it: the same answer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !log.shared.commit.lock().syncing && log.shared.failure.get().is_none() {
+            assert!(std::time::Instant::now() < deadline, "the syncer never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let (sender, receiver) = std::sync::mpsc::channel();
         let waiter = {
             let log = Arc::clone(&log);
