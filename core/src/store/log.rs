@@ -902,17 +902,10 @@ impl Shared {
         let segments = Arc::clone(&self.view.read());
         for segment in segments.iter().filter(|s| s.first_position < first_waiting) {
             let written = segment.written.load(Ordering::Acquire);
-            if let Err(error) = segment.sync_to(written, false) {
-                let _ = self.failure.set(error.to_string());
-                return Err(error);
-            }
+            segment.sync_to(written, false).map_err(|error| self.latch(error))?;
         }
         for mut run in std::mem::take(&mut state.unwritten) {
-            if let Err(error) = run.segment.write_frames(run.start, &mut run.bytes) {
-                // Which bytes reached the file is unknown, as for a failed flush.
-                let _ = self.failure.set(error.to_string());
-                return Err(error);
-            }
+            run.segment.write_frames(run.start, &mut run.bytes).map_err(|error| self.latch(error))?;
         }
         Ok(())
     }
@@ -925,10 +918,7 @@ impl Shared {
         let mut unsynced = self.unsynced_creation.lock();
         if let Some(segment) = unsynced.take() {
             self.creation_pending.store(false, Ordering::Release);
-            if let Err(error) = segment.sync_creation() {
-                let _ = self.failure.set(error.to_string());
-                return Err(error);
-            }
+            segment.sync_creation().map_err(|error| self.latch(error))?;
         }
         match self.failure.get() {
             Some(cause) => Err(StoreError::ReadOnly { cause: cause.clone() }),
@@ -1060,7 +1050,7 @@ impl Shared {
                     self.durable.fetch_max(durable, Ordering::AcqRel);
                 }
                 Err(error) => {
-                    let _ = self.failure.set(error.to_string());
+                    self.latch(error);
                 }
             }
             let waiting = std::mem::take(&mut commit.waiting);
@@ -1141,12 +1131,17 @@ impl Shared {
             (std::mem::take(&mut state.unwritten), writing)
         };
         for mut run in runs {
-            if let Err(error) = run.segment.write_frames(run.start, &mut run.bytes) {
-                let _ = self.failure.set(error.to_string());
-                return Err(error);
-            }
+            run.segment.write_frames(run.start, &mut run.bytes).map_err(|error| self.latch(error))?;
         }
         Ok(())
+    }
+
+    /// Latches the log read-only with `error` as the cause (the first failure wins) and returns
+    /// it. A failed write or fsync leaves it unknown which bytes reached the disk, and retrying
+    /// an fsync after an error can report success for data that never did.
+    fn latch(&self, error: StoreError) -> StoreError {
+        let _ = self.failure.set(error.to_string());
+        error
     }
 
     /// Fsyncs every written, unsynced range; returns the position everything below is durable,
@@ -1196,10 +1191,7 @@ impl Shared {
         let mut fsync_time = Duration::ZERO;
         // A failure latches here, before `writing` is released: a roll waiting for it must not
         // write the next segment's frames after a hole.
-        let latch = |error: StoreError| {
-            let _ = self.failure.set(error.to_string());
-            error
-        };
+        let latch = |error| self.latch(error);
         for (segment, written) in pending {
             while let Some(mut run) = runs.next_if(|run| run.segment.first_position <= segment.first_position) {
                 run.segment.write_frames(run.start, &mut run.bytes).map_err(latch)?;
