@@ -139,7 +139,9 @@ impl Segment {
         while left > 0 {
             let step = left.min(PACE_BYTES);
             for at in (0..step).step_by(zeros.len()) {
-                file.write_all(&zeros[..zeros.len().min(step - at)]).map_err(io_error(context.clone()))?;
+                // The context is copied only on failure: this runs once per page.
+                let page = &zeros[..zeros.len().min(step - at)];
+                file.write_all(page).map_err(|source| io_error(context.as_str())(source))?;
             }
             left -= step;
             if let Some(keep_going) = paced {
