@@ -94,7 +94,8 @@ struct Shared {
     /// this word, and one futex call wakes them all. A wake-up per waiter took the syncer 7
     /// system calls, each preempted by the thread it had just woken, while the last ones waited.
     commit_epoch: AtomicU32,
-    /// Whether a waiter is yielding through the running fsync (see `yield_until_synced`).
+    /// Whether a waiter is yielding through the running fsync (see `yield_until_synced`). An
+    /// atomic, not in `CommitState`, so the spinner can give its turn back without the lock.
     spinning: AtomicBool,
     /// Held by a flush while it writes the runs it took from `State::unwritten` (taken while
     /// holding the state lock, so the order is always state, then this): a reader that needs
@@ -157,6 +158,9 @@ struct Shared {
     /// Set by `Log::panic_in_next_sync` in tests: the next flush panics (after a pause).
     #[cfg(test)]
     panic_syncs: AtomicBool,
+    /// Spins of waiters that ran out before their fsync ended (see `yield_until_synced`).
+    #[cfg(test)]
+    spins_run_out: AtomicU32,
     /// Set by `Log::crash` in tests: drop without the closing sync and checkpoint.
     #[cfg(test)]
     crashed: AtomicBool,
@@ -189,6 +193,15 @@ struct State {
     append_latency: Histogram<u64>,
 }
 
+/// The one waiter's turn to yield through a group fsync (`Shared::spinning`), given back on drop.
+struct SpinTurn<'a>(&'a AtomicBool);
+
+impl Drop for SpinTurn<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// Frames waiting for the next flush: `bytes` go at `start` in `segment`.
 struct Unwritten {
     segment: Arc<Segment>,
@@ -204,7 +217,8 @@ struct CommitState {
     last_batch: u64,
     /// A moving average of the fsync time (ns), which bounds the wait for them.
     fsync_average_ns: u64,
-    /// Threads sleeping on `Shared::commit_epoch` until the running fsync ends.
+    /// Threads sleeping on `Shared::commit_epoch` until the running fsync ends (not the
+    /// spinner: it watches the word and needs no wake-up).
     waiting: u32,
 }
 
@@ -388,6 +402,8 @@ impl Log {
             fail_syncs: AtomicBool::new(false),
             #[cfg(test)]
             panic_syncs: AtomicBool::new(false),
+            #[cfg(test)]
+            spins_run_out: AtomicU32::new(0),
             #[cfg(test)]
             crashed: AtomicBool::new(false),
             config,
@@ -995,7 +1011,8 @@ impl Shared {
     }
 
     /// Blocks until positions below `end` are durable, running the fsync itself when none is in
-    /// flight (group commit: one fsync covers every append written before it started).
+    /// flight (group commit: one fsync covers every append written before it started); while
+    /// one is, sleeps on the futex word, or yields through it if no other waiter does.
     fn wait_durable(&self, end: u64) -> Result<(), StoreError> {
         let mut commit = self.commit.lock();
         // Until a spin outlasts its fsync: then this waiter sleeps (a stalled disk burns no CPU).
@@ -1009,10 +1026,11 @@ impl Shared {
             }
             let fsync_ns = commit.fsync_average_ns;
             let short = fsync_ns > 0 && fsync_ns <= MAX_SPIN_FSYNC_NS;
-            if commit.syncing && may_spin && short && !self.spinning.swap(true, Ordering::AcqRel) {
+            let turn = (commit.syncing && may_spin && short).then(|| self.spin_turn()).flatten();
+            if let Some(turn) = turn {
                 let epoch = self.commit_epoch.load(Ordering::Acquire);
                 drop(commit);
-                may_spin = self.yield_until_synced(epoch, Duration::from_nanos(2 * fsync_ns));
+                may_spin = self.yield_until_synced(turn, epoch, Duration::from_nanos(2 * fsync_ns));
                 if self.durable.load(Ordering::Acquire) >= end {
                     return Ok(());
                 }
@@ -1087,18 +1105,25 @@ impl Shared {
         }
     }
 
+    /// The turn to yield through the running fsync, unless another waiter has it.
+    fn spin_turn(&self) -> Option<SpinTurn<'_>> {
+        // Read first: a swap per arrival would take the line the spinner polls next to it.
+        let taken = self.spinning.load(Ordering::Relaxed) || self.spinning.swap(true, Ordering::Acquire);
+        (!taken).then_some(SpinTurn(&self.spinning))
+    }
+
     /// Waits, yielding the CPU, for the group fsync running at `epoch` to end, at most `limit`;
-    /// returns whether it ended. One waiter at a time does this instead of sleeping on the
-    /// futex word (`Shared::spinning`), so that a vCPU stays awake through the fsync: with 8
+    /// returns whether it ended. One waiter at a time (the holder of `turn`) does this instead
+    /// of sleeping on the futex word, so that a vCPU stays awake through the fsync: with 8
     /// writers on 2 vCPUs both went idle during every fsync, and the wake-ups at its end (the
-    /// completion's, then the syncer's of the waiters) each found a halted vCPU. The guest has
-    /// no halt polling (`haltpoll.guest_halt_poll_ns=0`), so each took about 15 µs to run.
-    /// `sched_yield` gives the vCPU to any other runnable thread first, so the spinner uses only
-    /// time the vCPU would have idled; it is the one waiter that needs no wake-up. The price is
-    /// that idle time: with 8 durable writers the process used about 40 % of a vCPU more, for
-    /// 7–19 % more appends per second. (RocksDB's write thread spins and yields up to 100 µs
-    /// by default while it waits for its group's leader.)
-    fn yield_until_synced(&self, epoch: u32, limit: Duration) -> bool {
+    /// disk's completion, then the syncer's wake-up of the waiters) each found a halted vCPU.
+    /// The guest has no halt polling (`haltpoll.guest_halt_poll_ns=0`), so each waited for the
+    /// host to run that vCPU again. `sched_yield` usually lets any other runnable thread run
+    /// first, so the spinner mostly takes time the vCPU would have idled; it is the one waiter
+    /// that needs no wake-up. The price is that idle time: with 8 durable writers the process
+    /// used about 40 % of a vCPU more, for 7–19 % more appends per second. (RocksDB's write
+    /// thread spins and yields up to 100 µs by default while it waits for its group's leader.)
+    fn yield_until_synced(&self, turn: SpinTurn<'_>, epoch: u32, limit: Duration) -> bool {
         let started = Instant::now();
         let ended = loop {
             if self.commit_epoch.load(Ordering::Acquire) != epoch {
@@ -1109,7 +1134,11 @@ impl Shared {
             }
             std::thread::yield_now();
         };
-        self.spinning.store(false, Ordering::Release);
+        drop(turn);
+        #[cfg(test)]
+        if !ended {
+            self.spins_run_out.fetch_add(1, Ordering::Relaxed);
+        }
         ended
     }
 
@@ -2710,8 +2739,7 @@ mod tests {
 
     #[test]
     fn a_waiter_yields_through_a_short_fsync_but_sleeps_once_it_outlasts_twice_the_average() {
-        // Proves the spin is bounded: a stalled fsync leaves its waiter asleep on the futex
-        // word, not yielding until the disk answers.
+        // A stalled fsync leaves its waiter asleep on the futex word after one spin, not yielding.
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(dir.path(), StoreConfig { durability: Durability::Always, ..small() }).unwrap());
         log.append_one(&draft("a", 0)).unwrap();
@@ -2733,15 +2761,37 @@ mod tests {
         let syncer = append("b");
         wait_for("the syncer never started", &|| log.shared.commit.lock().syncing);
         let waiter = append("c");
-        wait_for("the waiter never slept", &|| log.shared.commit.lock().waiting == 1);
+        wait_for("the waiter never slept", &|| log.shared.commit.lock().waiting >= 1);
+        assert_eq!(log.shared.spins_run_out.load(Ordering::Relaxed), 1, "it spun once, and ran out");
         assert!(!log.shared.spinning.load(Ordering::Acquire), "the spinner gave its turn back");
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(log.shared.commit.lock().waiting, 1, "it sleeps on");
+        assert_eq!(log.shared.spins_run_out.load(Ordering::Relaxed), 1, "it sleeps on");
         drop(stall);
         for thread in [syncer, waiter] {
             let outcome = thread.join().unwrap().unwrap();
             assert!(log.shared.durable.load(Ordering::Acquire) > outcome.events()[0].position);
         }
+    }
+
+    #[test]
+    fn a_spin_ends_with_its_fsync_or_at_its_limit_and_gives_its_turn_back() {
+        let log = Log::in_memory(small()).unwrap();
+        let shared = &log.shared;
+        let epoch = shared.commit_epoch.load(Ordering::Acquire);
+        let turn = shared.spin_turn().expect("nobody spins");
+        assert!(shared.spin_turn().is_none(), "one spinner at a time");
+        assert!(!shared.yield_until_synced(turn, epoch, Duration::from_millis(1)), "no fsync ended");
+        let turn = shared.spin_turn().expect("the turn was given back");
+        let started = std::time::Instant::now();
+        let ended = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(5));
+                shared.commit_epoch.fetch_add(1, Ordering::Release);
+            });
+            shared.yield_until_synced(turn, epoch, Duration::from_secs(10))
+        });
+        assert!(ended && started.elapsed() < Duration::from_secs(10), "it saw the fsync end");
+        assert!(shared.spin_turn().is_some());
     }
 
     #[test]
